@@ -1,0 +1,66 @@
+"""The checkpoint format: a directory loadable without Ray, nothing pickled.
+
+- `model.safetensors`: every tensor except the frozen backbone (named by the config instead);
+- `config.json`: the `ALTConfig`, the corpus hash and entity table, and the format version;
+- `labels.txt`: one class name per line, in logit order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from alt_core.backbone import load_backbone
+from alt_core.corpus import Entity, EntityCorpus
+from alt_core.model import ALTConfig, ALTModel
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A directory that is not a usable checkpoint; the message says what is missing."""
+
+
+def save_checkpoint(model: ALTModel, directory: str | Path, extra: dict | None = None) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.checkpoint_state().items()}
+    save_file(tensors, str(directory / "model.safetensors"))
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "entities": [[e.unit, e.description, e.source, list(e.labels)] for e in model.entities],
+        "extra": extra or {},
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    (directory / "labels.txt").write_text("\n".join(model.labels) + "\n")
+    return directory
+
+
+def read_config(directory: str | Path) -> dict:
+    directory = Path(directory)
+    for name in ("model.safetensors", "config.json", "labels.txt"):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory} is not a checkpoint: {name} is missing")
+    return json.loads((directory / "config.json").read_text())
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> ALTModel:
+    """Rebuild the model: backbone from its name, everything else from the files."""
+    directory = Path(directory)
+    raw = read_config(directory)
+    config = ALTConfig.from_dict(raw["model"])
+    tensors = load_file(str(directory / "model.safetensors"))
+    entities = [Entity(u, d, s, tuple(ls)) for u, d, s, ls in raw["entities"]]
+    corpus = EntityCorpus(entities, tensors["entity_embeddings"], config.backbone, content_hash=config.corpus_hash)
+    labels = (directory / "labels.txt").read_text().splitlines()
+    backbone = load_backbone(config.backbone, config.pretrained, device=device)
+    model = ALTModel(config, backbone, corpus, labels).to(device)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if not k.startswith(("backbone.", "encoder."))]
+    if missing or unexpected:
+        raise CheckpointError(f"{directory} does not match its config: missing {missing}, unexpected {unexpected}")
+    return model.eval()

@@ -1,0 +1,155 @@
+"""ALT and its baselines behind one config field (`adapter`: alt | meanpool | temporal)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alt_core.adapter import ALTAdapter, TemporalAdapter, cosine_logits
+from alt_core.alignment import Alignment, EntityAligner, EntityExplanation, explain
+from alt_core.backbone import Backbone
+from alt_core.corpus import Entity, EntityCorpus
+from alt_core.tome import RegionEncoder
+
+CLASS_TEMPLATES: tuple[str, ...] = ("a video of {}.", "{}", "a photo of {}.")
+AdapterKind = Literal["alt", "meanpool", "temporal"]
+
+
+@dataclass
+class ALTConfig:
+    backbone: str = "alt-tiny"
+    pretrained: str | None = None
+    adapter: AdapterKind = "alt"
+    num_queries: int = 8
+    depth: int = 2
+    width: int = 128
+    heads: int = 4
+    tome_r: int = 0
+    num_frames: int = 8
+    max_frames: int = 32
+    similarity_temperature: float = 0.01
+    gumbel_tau: float = 1.0
+    label_smoothing: float = 0.1
+    unfreeze_last_blocks: int = 0
+    class_templates: tuple[str, ...] = CLASS_TEMPLATES
+    corpus_hash: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.adapter not in ("alt", "meanpool", "temporal"):
+            raise ValueError(f"unknown adapter {self.adapter!r}; choose alt, meanpool or temporal")
+        self.class_templates = tuple(self.class_templates)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ALTConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class FrameTokens:
+    """What the frozen image tower produces for a clip; the decode stage can cache it."""
+
+    frame: torch.Tensor  # (B, T, D)
+    regions: torch.Tensor  # (B, T, R, D)
+    sizes: torch.Tensor  # (B, T, R)
+
+
+@dataclass
+class ALTOutput:
+    logits: torch.Tensor  # (B, C)
+    video: torch.Tensor  # (B, D) video embedding z
+    alignment: Alignment | None = None
+
+
+class ALTModel(nn.Module):
+    def __init__(self, config: ALTConfig, backbone: Backbone, corpus: EntityCorpus, labels: list[str]):
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        backbone.freeze(config.unfreeze_last_blocks)
+        self.encoder = RegionEncoder(backbone.clip.visual, config.tome_r)
+        self.entities: list[Entity] = list(corpus.entities)
+        self.register_buffer("entity_embeddings", corpus.embeddings.float().clone())  # (K, D)
+        self.labels: list[str] = []
+        self.register_buffer("class_embeddings", torch.zeros(0, backbone.embed_dim))  # (C, D)
+        self.set_labels(labels)
+        init_scale = float(backbone.clip.logit_scale.detach()) if hasattr(backbone.clip, "logit_scale") else 0.0
+        self.logit_scale = nn.Parameter(torch.tensor(init_scale if init_scale > 0 else math.log(1 / 0.07)))
+        d = backbone.embed_dim
+        self.aligner = self.adapter = None
+        if config.adapter == "alt":
+            self.aligner = EntityAligner(config.num_queries, config.similarity_temperature, config.gumbel_tau)
+            self.adapter = ALTAdapter(d, config.width, config.depth, config.heads, config.max_frames)
+        elif config.adapter == "temporal":
+            self.adapter = TemporalAdapter(d, config.width, config.depth, config.heads, config.max_frames)
+
+    def set_labels(self, labels: list[str]) -> None:
+        """Swap the label set (zero-shot): only the class matrix changes."""
+        if not labels:
+            raise ValueError("the label set is empty")
+        self.labels = list(labels)
+        self.class_embeddings = self.backbone.embed_text(self.labels, self.config.class_templates).to(
+            self.class_embeddings.device)
+
+    def encode_frames(self, pixels: torch.Tensor) -> FrameTokens:
+        """uint8 pixels (B, T, 3, H, W) -> frame and region tokens."""
+        b, t = pixels.shape[:2]
+        x = self.backbone.normalize_pixels(pixels.flatten(0, 1))
+        trainable = any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            out = self.encoder(x)
+        r = out.regions.shape[1]
+        return FrameTokens(out.frame.view(b, t, -1), out.regions.view(b, t, r, -1), out.sizes.view(b, t, r))
+
+    def forward(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None) -> ALTOutput:
+        """Logits from uint8 pixels (B, T, 3, H, W) or from cached `FrameTokens` (same result)."""
+        if (pixels is None) == (tokens is None):
+            raise ValueError("pass exactly one of pixels or tokens")
+        tokens = tokens if tokens is not None else self.encode_frames(pixels)
+        frame = tokens.frame.float()
+        alignment = None
+        if self.config.adapter == "meanpool":
+            video = frame.mean(1)
+        elif self.config.adapter == "temporal":
+            video = self.adapter(frame)
+        else:
+            regions = tokens.regions.float()
+            alignment = self.aligner(regions, tokens.sizes.float(), self.entity_embeddings)
+            query_emb = self.entity_embeddings[alignment.query_index]  # (B, Nq, D)
+            video = self.adapter(query_emb, alignment.query_score, frame, regions)
+        return ALTOutput(cosine_logits(video, self.class_embeddings, self.logit_scale), video, alignment)
+
+    def forward_views(self, pixels: torch.Tensor) -> ALTOutput:
+        """Test-time views (B, V, T, 3, H, W): logits averaged over views."""
+        b, v = pixels.shape[:2]
+        out = self(pixels.flatten(0, 1))
+        logits = out.logits.view(b, v, -1).mean(1)
+        return ALTOutput(logits, out.video.view(b, v, -1).mean(1), out.alignment)
+
+    def loss(self, output: ALTOutput, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.logits, targets, label_smoothing=self.config.label_smoothing)
+
+    def explain(self, output: ALTOutput, item: int = 0) -> list[EntityExplanation]:
+        if output.alignment is None:
+            return []
+        return explain(output.alignment, [e.unit for e in self.entities],
+                       [e.description for e in self.entities], item)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: everything but the frozen backbone, which its config names."""
+        state = self.state_dict()
+        keep = {k for k in state if not k.startswith(("backbone.", "encoder."))}
+        keep |= {f"backbone.{n}" for n, p in self.backbone.named_parameters() if p.requires_grad}
+        return {k: state[k] for k in sorted(keep)}

@@ -1,0 +1,118 @@
+"""Region-aware frame embeddings: open_clip's ViT with token merging (ToMe) in every block.
+
+ToMe (Bolya et al., ICLR 2023) merges similar tokens by bipartite soft matching after each
+attention layer. Merged tokens behave as regions: after L blocks a frame has R = N - L*r of them,
+each with a size (how many patches it covers). open_clip has no ToMe, so `ToMeBlock` re-runs the
+weights of an open_clip `ResidualAttentionBlock` with proportional attention and a merge step.
+At r = 0 the output equals open_clip's own forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class RegionTokens:
+    """Frame and region embeddings in the joint space, L2-normalised."""
+
+    frame: torch.Tensor  # (B, D) the CLS token
+    regions: torch.Tensor  # (B, R, D)
+    sizes: torch.Tensor  # (B, R) patches covered by each region
+
+
+class BipartiteMerge(nn.Module):
+    """Bipartite soft matching: merge the r most similar (A, B) token pairs, weighted by size.
+
+    Token 0 (CLS) sits in set A and is never merged.
+    """
+
+    def __init__(self, r: int):
+        super().__init__()
+        self.r = r
+
+    def forward(self, x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # x (B, N, C), size (B, N, 1), keys (B, N, Ck): attention keys averaged over heads
+        if self.r == 0:
+            return x, size
+        b, _, c = x.shape
+        metric = F.normalize(keys, dim=-1)
+        scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # (B, Na, Nb) cosine
+        scores[:, 0, :] = -torch.inf  # protect CLS
+        best_score, best_dst = scores.max(dim=-1)  # (B, Na)
+        order = best_score.argsort(dim=-1, descending=True)
+        src_idx = order[:, : self.r]  # (B, r) A tokens that merge
+        keep_idx = order[:, self.r:].sort(dim=-1).values  # (B, Na - r) A tokens kept, CLS first
+        dst_idx = best_dst.gather(1, src_idx)  # (B, r)
+
+        def merge(values: torch.Tensor) -> torch.Tensor:
+            a, dst = values[:, ::2], values[:, 1::2]
+            width = values.shape[-1]
+            kept = a.gather(1, keep_idx[..., None].expand(-1, -1, width))
+            moved = a.gather(1, src_idx[..., None].expand(-1, -1, width))
+            dst = dst.scatter_add(1, dst_idx[..., None].expand(-1, -1, width), moved)
+            return torch.cat([kept, dst], dim=1)
+
+        merged_size = merge(size)
+        merged_x = merge(x * size) / merged_size
+        assert merged_x.shape[-1] == c and merged_x.shape[0] == b
+        return merged_x, merged_size
+
+
+class ToMeBlock(nn.Module):
+    """One open_clip residual block run with proportional attention, followed by a merge."""
+
+    def __init__(self, block: nn.Module, r: int):
+        super().__init__()
+        if not isinstance(getattr(block, "attn", None), nn.MultiheadAttention):
+            raise ValueError("ToMe supports open_clip's default ResidualAttentionBlock (nn.MultiheadAttention) only")
+        self.block = block
+        self.merge = BipartiteMerge(r)
+
+    def forward(self, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        blk, attn = self.block, self.block.attn
+        b, n, c = x.shape
+        h = attn.num_heads
+        q, k, v = F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.view(b, n, h, c // h).transpose(1, 2) for t in (q, k, v))  # (B, H, N, C/H)
+        bias = None
+        if self.merge.r > 0:  # proportional attention: a token of size s counts s times
+            bias = size.log().view(b, 1, 1, n).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = out.transpose(1, 2).reshape(b, n, c)
+        x = x + blk.ls_1(attn.out_proj(out))
+        x, size = self.merge(x, size, k.mean(dim=1))
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        return x, size
+
+
+class RegionEncoder(nn.Module):
+    """open_clip's image tower with ToMe; returns frame and region embeddings in the joint space."""
+
+    def __init__(self, visual: nn.Module, r: int = 0):
+        super().__init__()
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False):
+            raise ValueError("region tokens need a ViT with token pooling (no attentional pooler)")
+        self.visual = visual
+        self.r = r
+        grid = visual.grid_size
+        self.num_patches = grid[0] * grid[1]
+        layers = len(visual.transformer.resblocks)
+        if self.num_patches - layers * r < 1 or r > self.num_patches // 2:
+            raise ValueError(f"ToMe r={r} is too large for {self.num_patches} patches and {layers} blocks")
+        self.num_regions = self.num_patches - layers * r
+        self.blocks = nn.ModuleList(ToMeBlock(blk, r) for blk in visual.transformer.resblocks)
+
+    def forward(self, images: torch.Tensor) -> RegionTokens:
+        # images (B, 3, H, W), normalised
+        x = self.visual._embeds(images)  # (B, 1 + N, W)
+        size = torch.ones(x.shape[0], x.shape[1], 1, device=x.device, dtype=x.dtype)
+        for block in self.blocks:
+            x, size = block(x, size)
+        x = self.visual.ln_post(x) @ self.visual.proj  # (B, 1 + R, D)
+        x = F.normalize(x, dim=-1)
+        return RegionTokens(frame=x[:, 0], regions=x[:, 1:], sizes=size[:, 1:, 0])

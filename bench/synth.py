@@ -1,0 +1,57 @@
+"""SynthActions generation throughput, 16 frames at 64x64, one worker against several.
+
+Usage: python bench/synth.py [--clips N] [--workers W]. Measures generate_synth_actions end to end
+(pool start, render, H.264 encode, write), so the ratio shows what the extra processes really buy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import tempfile
+
+from alt_core.synth import all_classes, generate_synth_actions
+
+FRAMES, SIZE = 16, 64
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown cpu"
+
+
+def _run(clips: int, workers: int) -> dict:
+    """About `clips` clips spread over as many classes as possible, into a throwaway directory."""
+    classes = all_classes()
+    per_class = math.ceil(clips / len(classes))
+    subset = classes[: math.ceil(clips / per_class)]
+    with tempfile.TemporaryDirectory(prefix="synth_bench_") as out:
+        return generate_synth_actions(out, seed=0, classes=subset, videos_per_class=per_class, frames=FRAMES,
+                                      size=SIZE, workers=workers, fewshot=())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=176, help="clips per measurement (default 176)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes to compare with 1")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.platform()} | {_cpu_model()} | cpu_count={os.cpu_count()} "
+          f"| loadavg(1m) before={os.getloadavg()[0]:.2f} | python {platform.python_version()}")
+    print(f"clips of {FRAMES} frames at {SIZE}x{SIZE}, H.264 mp4")
+    one = _run(args.clips, 1)
+    many = _run(args.clips, args.workers)
+    print(f"{'workers':>8} {'clips':>6} {'seconds':>8} {'clips/s':>8}")
+    for r in (one, many):
+        print(f"{r['workers']:>8} {r['videos']:>6} {r['seconds']:>8.2f} {r['clips_per_s']:>8.1f}")
+    print(f"speed-up workers={args.workers} vs 1: {many['clips_per_s'] / one['clips_per_s']:.2f}x "
+          f"| loadavg(1m) after={os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

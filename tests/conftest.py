@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random-init backbone, a small corpus, and the test environment."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from alt_core.backbone import load_backbone  # noqa: E402
+from alt_core.corpus import build_corpus  # noqa: E402
+from tests.helpers import LABELS  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def micro_weights(tmp_path_factory) -> str:
+    """Random-init alt-micro weights in a file, so checkpoints can name and reload them."""
+    torch.manual_seed(0)
+    clip = load_backbone("alt-micro", random_init=True).clip
+    path = tmp_path_factory.mktemp("weights") / "alt-micro.safetensors"
+    save_file(clip.state_dict(), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def micro_backbone(micro_weights):
+    return load_backbone("alt-micro", pretrained=micro_weights)
+
+
+@pytest.fixture(scope="session")
+def micro_corpus(micro_backbone):
+    return build_corpus(micro_backbone, LABELS, ["labels", "builtin"])

@@ -1,0 +1,21 @@
+"""Small builders shared by tests."""
+
+import torch
+
+from alt_core.model import ALTConfig, ALTModel
+
+LABELS = ["circle moving left", "square spinning", "star bouncing", "ring growing"]
+
+
+def make_model(backbone, corpus, adapter: str = "alt", **overrides) -> ALTModel:
+    torch.manual_seed(0)
+    cfg = dict(backbone="alt-micro", pretrained=backbone.spec.pretrained, adapter=adapter,
+               num_queries=4, depth=1, width=32, heads=2, tome_r=2,
+               num_frames=4)
+    cfg.update(overrides)
+    return ALTModel(ALTConfig(**cfg), backbone, corpus, LABELS)
+
+
+def random_clip(batch: int = 2, frames: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8, generator=g)

@@ -1,0 +1,40 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alt_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tests.helpers import make_model, random_clip
+
+
+def test_round_trip_is_bit_exact(tmp_path, micro_backbone, micro_corpus):
+    model = make_model(micro_backbone, micro_corpus).eval()
+    with torch.no_grad():  # make the trained part non-trivial so the test can fail
+        for p in model.adapter.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_checkpoint(model, tmp_path / "ckpt")
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"model.safetensors", "config.json", "labels.txt"}
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    saved = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    for key, value in model.checkpoint_state().items():
+        assert torch.equal(saved[key], value), key
+        assert torch.equal(loaded.state_dict()[key], value), key
+    pixels = random_clip()
+    with torch.no_grad():
+        assert torch.equal(model(pixels).logits, loaded(pixels).logits)
+    assert loaded.labels == model.labels
+    assert [e.unit for e in loaded.entities] == [e.unit for e in model.entities]
+
+
+def test_checkpoint_is_not_pickled(tmp_path, micro_backbone, micro_corpus):
+    save_checkpoint(make_model(micro_backbone, micro_corpus), tmp_path / "c")
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["model"]["backbone"] == "alt-micro"
+    assert not any(p.suffix in {".pt", ".pkl", ".bin"} for p in (tmp_path / "c").iterdir())
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        load_checkpoint(tmp_path)
