@@ -49,7 +49,7 @@ class FlopReport:
 
     def table(self) -> str:
         head = f"{'part':<12}{'GFLOPs/view':>14}{'GMACs/view':>13}{'GFLOPs/video':>15}{'GMACs/video':>14}"
-        lines = [f"backbone {self.config.backbone}, adapter {self.config.adapter}, {self.frames} frames, "
+        lines = [f"{self.config.backbone} with adapter {self.config.adapter}, {self.frames} frames, "
                  f"{self.views} views, ToMe r={self.config.tome_r} (FLOPs = 2 x multiply-adds)", head]
         for row in [*self.rows, FlopRow("total", self.total_per_view)]:
             f = row.flops_per_view / 1e9

@@ -125,6 +125,20 @@ def shape_mask(obj: SceneObject, size: int) -> np.ndarray:
     raise ValueError(f"unknown shape {obj.shape!r}; choose one of {SHAPES}")
 
 
+OUTLINE_SCALE = 1.18  # outline radius relative to the shape
+OUTLINE_RGB = (15, 15, 15)
+
+
+def draw_object(img: np.ndarray, obj: SceneObject) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one shape with a dark outline onto img (H, W, 3) in place; returns (mask, outline mask)."""
+    size = img.shape[0]
+    mask = shape_mask(obj, size)
+    outline = shape_mask(SceneObject(obj.color, obj.shape, obj.x, obj.y, obj.radius * OUTLINE_SCALE, obj.angle), size)
+    img[outline & ~mask] = OUTLINE_RGB
+    img[mask] = COLORS[obj.color]
+    return mask, outline
+
+
 def render_scene(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw a scene; returns the image (H, W, 3) uint8 and visible object masks (N_obj, H, W) bool.
 
@@ -134,12 +148,7 @@ def render_scene(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
     img = render_background(scene.background, size, scene.texture_seed).copy()
     masks = np.zeros((len(scene.objects), size, size), dtype=bool)
     for i, obj in enumerate(scene.objects):
-        mask = shape_mask(obj, size)
-        outline = shape_mask(
-            SceneObject(obj.color, obj.shape, obj.x, obj.y, obj.radius * 1.18, obj.angle), size
-        )
-        img[outline & ~mask] = (15, 15, 15)
-        img[mask] = COLORS[obj.color]
+        mask, outline = draw_object(img, obj)
         masks[:i] &= ~outline
         masks[i] = mask
     return img, masks

@@ -11,14 +11,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 
-def save_training_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        meta: dict) -> None:
-    """Write model + optimizer state atomically (a rename of the whole directory)."""
+def save_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+    """Optimizer tensors to `optimizer.safetensors`; param groups, scalars and `meta` to `state.json`."""
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-              str(tmp / "model.safetensors"))
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, state in opt["state"].items():
@@ -28,9 +23,33 @@ def save_training_state(directory: str | Path, model: nn.Module, optimizer: torc
                 tensors[name] = value.detach().contiguous().cpu()
             else:
                 scalars[name] = value
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    save_file(tensors, str(directory / "optimizer.safetensors"))
     payload = {"meta": meta, "param_groups": opt["param_groups"], "scalars": scalars}
-    (tmp / "state.json").write_text(json.dumps(payload, indent=1))
+    (directory / "state.json").write_text(json.dumps(payload, indent=1))
+
+
+def load_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what `save_optimizer` wrote; returns its meta dict."""
+    directory = Path(directory)
+    payload = json.loads((directory / "state.json").read_text())
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(payload["scalars"].items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": payload["param_groups"]})
+    return payload["meta"]
+
+
+def save_training_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        meta: dict) -> None:
+    """Write model + optimizer state atomically (a rename of the whole directory)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+              str(tmp / "model.safetensors"))
+    save_optimizer(tmp, optimizer, meta)
     if directory.exists():
         old = directory.with_name(directory.name + ".old")
         os.replace(directory, old)
@@ -44,13 +63,5 @@ def save_training_state(directory: str | Path, model: nn.Module, optimizer: torc
 
 def load_training_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Restore what `save_training_state` wrote; returns its meta dict."""
-    directory = Path(directory)
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    payload = json.loads((directory / "state.json").read_text())
-    tensors = load_file(str(directory / "optimizer.safetensors"))
-    state: dict[int, dict] = {}
-    for name, value in list(tensors.items()) + list(payload["scalars"].items()):
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": payload["param_groups"]})
-    return payload["meta"]
+    model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
+    return load_optimizer(directory, optimizer)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,21 @@ import torch.nn.functional as F
 
 class VideoDecodeError(RuntimeError):
     """A video that cannot be decoded; the message names the file and the cause."""
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """FFmpeg and decord print to fd 2 from C; our own exception carries the cause instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _decord_errors() -> tuple[type[BaseException], ...]:
@@ -29,7 +48,8 @@ def open_video(path: str | Path):
     if path.stat().st_size == 0:
         raise VideoDecodeError(f"{path}: empty file")
     try:
-        reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+        with _native_stderr_silenced():
+            reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
     except _decord_errors() as err:
         raise VideoDecodeError(f"{path}: cannot open as video ({_first_line(err)})") from err
     if len(reader) == 0:
@@ -40,7 +60,8 @@ def open_video(path: str | Path):
 def read_frames(reader, path: str | Path, indices: list[int]) -> np.ndarray:
     """Decode exactly the frames at `indices`: (T, H, W, 3) uint8."""
     try:
-        frames = reader.get_batch(indices).asnumpy()
+        with _native_stderr_silenced():
+            frames = reader.get_batch(indices).asnumpy()
     except _decord_errors() as err:
         raise VideoDecodeError(f"{path}: decoding failed ({_first_line(err)})") from err
     if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:

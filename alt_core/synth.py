@@ -1,0 +1,434 @@
+"""SynthActions: procedural action videos of coloured shapes, written as H.264 mp4 plus manifests.
+
+Classes are "{shape} {motion}" compositions drawn with the same renderer that pretrains the backbone
+(alt_core.scenes), so the entities are known and only the motion has to be learned. `split_classes`
+holds out some compositions as novel classes (every shape and motion still seen in training) to
+measure zero-shot transfer to unseen pairs. Everything derives from seeds: same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from alt_core.scenes import (
+    BACKGROUNDS,
+    COLORS,
+    OUTLINE_RGB,
+    OUTLINE_SCALE,
+    SHAPES,
+    SceneObject,
+    draw_object,
+    render_background,
+    shape_mask,
+)
+
+MOTIONS: tuple[str, ...] = (
+    "moving left",
+    "moving right",
+    "moving up",
+    "moving down",
+    "bouncing",
+    "spinning",
+    "growing",
+    "shrinking",
+    "orbiting",
+    "chasing another shape",
+    "colliding with another shape",
+)
+# Motions that need a second, moving partner shape.
+PAIR_MOTIONS: frozenset[str] = frozenset({"chasing another shape", "colliding with another shape"})
+# Image y grows downwards, so "up" is -y.
+_TRANSLATIONS: dict[str, tuple[float, float]] = {
+    "moving left": (-1.0, 0.0),
+    "moving right": (1.0, 0.0),
+    "moving up": (0.0, -1.0),
+    "moving down": (0.0, 1.0),
+}
+# Rotationally symmetric shapes get an orientation dot in every clip, so "spinning" is visible on
+# them without the dot itself giving the class away.
+_MARKED_SHAPES = frozenset({"circle", "ring"})
+# Outline drawn exactly as alt_core.scenes.render_scene does, so shapes look as in pretraining.
+SPLIT_FRACTIONS = {"val": 0.2, "test": 0.2}  # of each seen class; the rest is train
+MANIFEST_COLUMNS = ("path", "label", "split")
+FPS = 8
+
+
+def all_classes() -> list[str]:
+    """Every "{shape} {motion}" class, shape-major."""
+    return [f"{shape} {motion}" for shape in SHAPES for motion in MOTIONS]
+
+
+def parse_class(label: str) -> tuple[str, str]:
+    """(shape, motion) of a class name; ValueError naming the valid classes if unknown."""
+    shape, _, motion = label.partition(" ")
+    if shape not in SHAPES or motion not in MOTIONS:
+        raise ValueError(f"unknown class {label!r}; valid classes: {all_classes()}")
+    return shape, motion
+
+
+def class_slug(label: str) -> str:
+    return label.replace(" ", "_")
+
+
+def split_classes() -> tuple[list[str], list[str]]:
+    """(seen, novel): shape i holds out motions (2i) % M and (2i + 5) % M.
+
+    Each motion is held out for at most two of the eight shapes and each shape keeps M - 2 motions,
+    so the novel classes are new compositions of shapes and motions that training has seen.
+    """
+    m = len(MOTIONS)
+    held = {(i, (2 * i) % m) for i in range(len(SHAPES))} | {(i, (2 * i + 5) % m) for i in range(len(SHAPES))}
+    seen, novel = [], []
+    for i, shape in enumerate(SHAPES):
+        for j, motion in enumerate(MOTIONS):
+            (novel if (i, j) in held else seen).append(f"{shape} {motion}")
+    return seen, novel
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything that determines one clip; trajectories are drawn from `seed` at render time."""
+
+    label: str
+    shape: str
+    motion: str
+    color: str
+    background: str
+    seed: int
+    frames: int = 16
+    size: int = 64
+    partner_shape: str | None = None  # only for PAIR_MOTIONS
+    partner_color: str | None = None
+    distractor_shape: str | None = None  # a static or slowly drifting bystander, never the actor's shape
+    distractor_color: str | None = None
+
+
+def clip_seed(seed: int, label: str, index: int) -> int:
+    """A 63-bit seed from (dataset seed, class, index): independent of worker count and class order."""
+    digest = hashlib.sha256(f"{seed}/{label}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def sample_clip_spec(label: str, seed: int, frames: int = 16, size: int = 64) -> ClipSpec:
+    """Random appearance for one clip of `label`: colours, background, partner and 0-1 distractor."""
+    shape, motion = parse_class(label)
+    rng = np.random.default_rng([seed, 0])
+    colors = list(COLORS)
+    color = str(rng.choice(colors))
+    other_colors = [c for c in colors if c != color]
+    other_shapes = [s for s in SHAPES if s != shape]
+    partner_shape = partner_color = distractor_shape = distractor_color = None
+    if motion in PAIR_MOTIONS:
+        partner_shape, partner_color = str(rng.choice(other_shapes)), str(rng.choice(other_colors))
+    if rng.random() < 0.5:
+        distractor_shape = str(rng.choice([s for s in other_shapes if s != partner_shape]))
+        distractor_color = str(rng.choice(other_colors))
+    return ClipSpec(label, shape, motion, color, str(rng.choice(list(BACKGROUNDS))), seed, frames, size,
+                    partner_shape, partner_color, distractor_shape, distractor_color)
+
+
+@dataclass
+class _Track:
+    """One shape over time; x, y, radius, angle are (T,) arrays in image-side fractions / radians."""
+
+    shape: str
+    color: str
+    x: np.ndarray
+    y: np.ndarray
+    radius: np.ndarray
+    angle: np.ndarray
+
+    def at(self, i: int) -> SceneObject:
+        return SceneObject(self.color, self.shape, float(self.x[i]), float(self.y[i]),
+                           float(self.radius[i]), float(self.angle[i]))
+
+
+def _moving_tracks(spec: ClipSpec, rng: np.random.Generator) -> list[_Track]:
+    """Actor (and partner for PAIR_MOTIONS) trajectories; actor is last so it is drawn on top."""
+    t = np.linspace(0.0, 1.0, spec.frames)  # (T,)
+    ones = np.ones_like(t)
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    angle = rng.uniform(0, 2 * np.pi) * ones
+    sign = rng.choice([-1.0, 1.0])
+    motion = spec.motion
+    partner = None
+    if motion in _TRANSLATIONS:
+        ux, uy = _TRANSLATIONS[motion]
+        along = rng.uniform(0.45, 0.6) * (t - 0.5)  # >= 0.45 of the side end to end
+        across = rng.uniform(-0.06, 0.06) * (t - 0.5)
+        x, y = cx + ux * along - uy * across, cy + uy * along + ux * across
+        radius = rng.uniform(0.09, 0.13) * ones
+    elif motion == "bouncing":
+        height, bounces = rng.uniform(0.4, 0.55), rng.uniform(1.5, 2.5)
+        floor = rng.uniform(0.75, 0.85)
+        y = floor - height * np.abs(np.sin(np.pi * bounces * t + rng.uniform(0, np.pi)))
+        x = cx + rng.uniform(-0.2, 0.2) * (t - 0.5)
+        radius = rng.uniform(0.08, 0.12) * ones
+    elif motion == "spinning":
+        # 180-360 degrees: at 16 frames at most 24 degrees a frame, below every shape's symmetry/2.
+        angle = angle + sign * rng.uniform(np.pi, 2 * np.pi) * t
+        x, y = cx + rng.uniform(-0.03, 0.03) * t, cy + rng.uniform(-0.03, 0.03) * t
+        radius = rng.uniform(0.13, 0.18) * ones
+    elif motion in ("growing", "shrinking"):
+        grow = t if motion == "growing" else 1.0 - t
+        radius = rng.uniform(0.07, 0.09) * rng.uniform(1.8, 2.4) ** grow  # geometric: even visual rate
+        x, y = cx + rng.uniform(-0.03, 0.03) * t, cy + rng.uniform(-0.03, 0.03) * t
+    elif motion == "orbiting":
+        orbit = rng.uniform(0.2, 0.28)
+        theta = rng.uniform(0, 2 * np.pi) + sign * 2 * np.pi * rng.uniform(0.8, 1.0) * t
+        x, y = cx + orbit * np.cos(theta), cy + orbit * np.sin(theta)
+        radius = rng.uniform(0.08, 0.11) * ones
+    elif motion == "chasing another shape":
+        # Both ride one wavy path p(u); the actor is a fixed path distance `lag` behind the partner.
+        r, r_partner = rng.uniform(0.07, 0.09, 2)
+        length = rng.uniform(0.62, 0.72)
+        lag = ((r + r_partner) * OUTLINE_SCALE + rng.uniform(0.04, 0.08)) / length
+        heading = rng.uniform(0, 2 * np.pi)
+        d, n = np.array([np.cos(heading), np.sin(heading)]), np.array([-np.sin(heading), np.cos(heading)])
+        amp, freq, phase = rng.uniform(0.04, 0.1), rng.uniform(0.5, 1.2), rng.uniform(0, 2 * np.pi)
+
+        def path(u: np.ndarray) -> np.ndarray:  # (T,) -> (T, 2)
+            wave = amp * np.sin(2 * np.pi * freq * u + phase)
+            return np.array([cx, cy]) + np.outer(length * (u - 0.5), d) + np.outer(wave, n)
+
+        u = t * (1.0 - lag)
+        (x, y), (px, py) = path(u).T, path(u + lag).T
+        radius = r * ones
+        partner = (px, py, r_partner * ones)
+    elif motion == "colliding with another shape":
+        # Distance shrinks linearly to outline contact at t_hit, then grows again more slowly.
+        r, r_partner = rng.uniform(0.08, 0.11, 2)
+        contact = (r + r_partner) * OUTLINE_SCALE
+        start, t_hit, restitution = rng.uniform(0.55, 0.7), rng.uniform(0.45, 0.6), rng.uniform(0.6, 0.9)
+        speed = (start - contact) / t_hit
+        dist = np.where(t < t_hit, start - speed * t, contact + restitution * speed * (t - t_hit))
+        heading = rng.uniform(0, 2 * np.pi)
+        share = rng.uniform(0.4, 0.6)  # the actor's part of the gap, as if masses differed
+        x, y = cx - share * dist * np.cos(heading), cy - share * dist * np.sin(heading)
+        px, py = cx + (1 - share) * dist * np.cos(heading), cy + (1 - share) * dist * np.sin(heading)
+        radius = r * ones
+        partner = (px, py, r_partner * ones)
+    else:
+        raise ValueError(f"unknown motion {motion!r}; choose one of {MOTIONS}")
+    tracks = [_Track(spec.shape, spec.color, x, y, radius, angle)]
+    if partner is not None:
+        if spec.partner_shape is None or spec.partner_color is None:
+            raise ValueError(f"{motion!r} needs partner_shape and partner_color in the ClipSpec")
+        px, py, pr = partner
+        tracks.insert(0, _Track(spec.partner_shape, spec.partner_color, px, py, pr,
+                                rng.uniform(0, 2 * np.pi) * ones))
+    _fit_inside(tracks)
+    return tracks
+
+
+def _fit_inside(tracks: list[_Track], pad: float = 0.01) -> None:
+    """Shift all tracks together (never scale) so every outlined shape stays inside the frame."""
+    for axis in ("x", "y"):
+        reach = [(getattr(tr, axis), tr.radius * OUTLINE_SCALE) for tr in tracks]
+        lo = min(float((pos - r).min()) for pos, r in reach) - pad
+        hi = max(float((pos + r).max()) for pos, r in reach) + pad
+        if hi - lo > 1.0:
+            shift = 0.5 - (lo + hi) / 2
+        else:
+            shift = -lo if lo < 0 else min(0.0, 1.0 - hi)
+        for tr in tracks:
+            setattr(tr, axis, getattr(tr, axis) + shift)
+
+
+def _distractor_track(spec: ClipSpec, shape: str, moving: list[_Track], rng: np.random.Generator) -> _Track:
+    """A bystander placed, of 16 candidates, farthest from the moving shapes' paths."""
+    t = np.linspace(0.0, 1.0, spec.frames)  # (T,)
+    radius = rng.uniform(0.07, 0.1)
+    candidates = rng.uniform(0.15, 0.85, (16, 2))
+    path = np.concatenate([np.stack([tr.x, tr.y], -1) for tr in moving])  # (N*T, 2)
+    clearance = np.linalg.norm(candidates[:, None] - path[None], axis=-1).min(1)  # (16,)
+    x0, y0 = candidates[int(clearance.argmax())]
+    drift = rng.uniform(-0.08, 0.08, 2) if rng.random() < 0.5 else np.zeros(2)
+    if spec.distractor_color is None:
+        raise ValueError("a ClipSpec with distractor_shape needs distractor_color")
+    return _Track(shape, spec.distractor_color, x0 + drift[0] * t, y0 + drift[1] * t,
+                  radius * np.ones_like(t), rng.uniform(0, 2 * np.pi) * np.ones_like(t))
+
+
+def _draw(img: np.ndarray, obj: SceneObject) -> None:
+    """Paint one outlined shape (plus orientation dot for symmetric shapes) onto img (H, W, 3) in place."""
+    mask, _ = draw_object(img, obj)
+    if obj.shape in _MARKED_SHAPES:
+        dot = SceneObject(obj.color, "circle", obj.x + 0.75 * obj.radius * math.cos(obj.angle),
+                          obj.y + 0.75 * obj.radius * math.sin(obj.angle), 0.22 * obj.radius)
+        img[shape_mask(dot, img.shape[0]) & mask] = OUTLINE_RGB
+
+
+def render_clip(spec: ClipSpec) -> np.ndarray:
+    """The clip as (T, H, W, 3) uint8: one background, distractor behind, partner, actor on top."""
+    if spec.shape not in SHAPES or spec.motion not in MOTIONS:
+        raise ValueError(f"unknown shape/motion {spec.shape!r}/{spec.motion!r}")
+    rng = np.random.default_rng([spec.seed, 1])
+    tracks = _moving_tracks(spec, rng)
+    if spec.distractor_shape is not None:
+        tracks.insert(0, _distractor_track(spec, spec.distractor_shape, tracks, rng))
+    background = render_background(spec.background, spec.size, spec.seed)  # (H, W, 3)
+    video = np.empty((spec.frames, spec.size, spec.size, 3), dtype=np.uint8)  # (T, H, W, 3)
+    for i in range(spec.frames):
+        video[i] = background
+        for track in tracks:
+            _draw(video[i], track.at(i))
+    return video
+
+
+@functools.cache
+def x264_options() -> dict[str, str]:
+    """Encoder options that make the bytes a function of the frames alone.
+
+    One thread removes scheduling from the output. On an AVX-512 VM x264's default asm still gave
+    ~3% of repeated encodes different bytes (measured: 20 of 600), while asm capped at AVX2 gave 600
+    of 600 identical and the same bytes as pure C (asm=0), so the cap applies where the CPU has AVX2.
+    """
+    options = {"threads": "1", "crf": "18"}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux: keep x264's own choice
+        return options
+    flags = {f for line in cpuinfo if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    if platform.machine() == "x86_64" and "avx2" in flags:
+        options["x264-params"] = "asm=AVX2"
+    return options
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = FPS) -> None:
+    """H.264/yuv420p mp4 from (T, H, W, 3) uint8, byte-reproducible (see x264_options)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"yuv420p needs even height and width, got {height}x{width}")
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps, options=x264_options())
+        stream.thread_count = 1
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush delayed frames
+
+
+def _render_job(job: tuple[ClipSpec, str]) -> None:
+    """Worker entry point: render one clip and write it (top level so spawned workers can import it)."""
+    spec, path = job
+    write_mp4(path, render_clip(spec))
+
+
+def _split_sizes(n: int) -> dict[str, int]:
+    """Per seen class: ~60/20/20 train/val/test, with a test video from 2 and a val video from 3 videos."""
+    test = max(1, int(SPLIT_FRACTIONS["test"] * n + 0.5)) if n >= 2 else 0
+    val = max(1, int(SPLIT_FRACTIONS["val"] * n + 0.5)) if n >= 3 else 0
+    return {"train": n - val - test, "val": val, "test": test}
+
+
+def _write_rows(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+
+
+def generate_synth_actions(
+    out_dir: str | Path,
+    seed: int = 0,
+    classes: list[str] | None = None,
+    videos_per_class: int = 8,
+    frames: int = 16,
+    size: int = 64,
+    workers: int = 2,
+    fewshot: tuple[int, ...] = (2, 4, 8),
+) -> dict:
+    """Write the SynthActions dataset under out_dir and return a summary with throughput.
+
+    Layout: videos/<class_slug>/<index>.mp4, manifest.{parquet,csv} (path, label, split), labels_seen.txt,
+    labels_novel.txt, fewshot_{K}.csv and synth.json. Files are overwritten, stale ones are left alone.
+    A few-shot K larger than the train videos per class is skipped with a warning (see synth.json).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if videos_per_class < 1 or frames < 2 or size < 16 or size % 2 or workers < 1:
+        raise ValueError("need videos_per_class >= 1, frames >= 2, an even size >= 16 and workers >= 1")
+    if any(k < 1 for k in fewshot):
+        raise ValueError(f"few-shot sizes must be positive, got {fewshot}")
+    wanted = set(all_classes() if classes is None else classes)
+    if not wanted:
+        raise ValueError("classes is empty; pass None for all classes")
+    for label in sorted(wanted):
+        parse_class(label)
+    seen_all, novel_all = split_classes()
+    seen = [c for c in seen_all if c in wanted]
+    novel = [c for c in novel_all if c in wanted]
+
+    out = Path(out_dir)
+    width = max(3, len(str(videos_per_class - 1)))
+    sizes = _split_sizes(videos_per_class)
+    seen_splits = ["train"] * sizes["train"] + ["val"] * sizes["val"] + ["test"] * sizes["test"]
+    rows: list[tuple[str, str, str]] = []
+    jobs: list[tuple[ClipSpec, str]] = []
+    for label in seen + novel:
+        (out / "videos" / class_slug(label)).mkdir(parents=True, exist_ok=True)
+        for index in range(videos_per_class):
+            rel = f"videos/{class_slug(label)}/{index:0{width}d}.mp4"
+            rows.append((rel, label, seen_splits[index] if label in seen else "novel"))
+            spec = sample_clip_spec(label, clip_seed(seed, label, index), frames, size)
+            jobs.append((spec, str(out / rel)))
+
+    start = time.perf_counter()
+    if workers == 1:
+        for job in jobs:
+            _render_job(job)
+    else:
+        # spawn: safe when the caller holds threads (torch, Ray); results land on disk, order is irrelevant.
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_render_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                pass
+    seconds = time.perf_counter() - start
+
+    table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(MANIFEST_COLUMNS)})
+    pq.write_table(table, out / "manifest.parquet")
+    _write_rows(out / "manifest.csv", rows)
+    (out / "labels_seen.txt").write_text("".join(f"{c}\n" for c in seen))
+    (out / "labels_novel.txt").write_text("".join(f"{c}\n" for c in novel))
+
+    fewshot_rows: dict[int, int] = {}
+    skipped = sorted({k for k in fewshot if k > sizes["train"]})
+    if skipped and seen:
+        warnings.warn(f"few-shot sizes {skipped} exceed the {sizes['train']} train videos per class; "
+                      "raise videos_per_class to get them", stacklevel=2)
+    train_by_class = {label: [r for r in rows if r[1] == label and r[2] == "train"] for label in seen}
+    for k in sorted(set(fewshot) - set(skipped)):
+        shots = [r for label in seen for r in train_by_class[label][:k]]  # first k: nested across k
+        _write_rows(out / f"fewshot_{k}.csv", shots)
+        fewshot_rows[k] = len(shots)
+
+    split_counts = {s: sum(r[2] == s for r in rows) for s in ("train", "val", "test", "novel")}
+    meta = {
+        "seed": seed, "frames": frames, "size": size, "fps": FPS, "videos_per_class": videos_per_class,
+        "motions": list(MOTIONS), "shapes": list(SHAPES), "split_fractions": SPLIT_FRACTIONS,
+        "seen_classes": len(seen), "novel_classes": len(novel), "videos": len(rows),
+        "splits": split_counts, "fewshot": {str(k): n for k, n in fewshot_rows.items()},
+        "fewshot_skipped": skipped, "x264_options": x264_options(), "example_spec": asdict(jobs[0][0]),
+    }
+    (out / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return {
+        "out_dir": str(out), "seen_classes": len(seen), "novel_classes": len(novel), "videos": len(rows),
+        "splits": split_counts, "fewshot": fewshot_rows, "fewshot_skipped": skipped, "workers": workers,
+        "seconds": seconds, "clips_per_s": len(rows) / seconds if seconds > 0 else float("inf"),
+    }

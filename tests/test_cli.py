@@ -1,0 +1,71 @@
+"""The `alt` command line, run as a user would (subprocess), on a generated clip."""
+
+import subprocess
+import sys
+
+import pytest
+
+from alt_core.checkpoint import save_checkpoint
+from alt_core.synth import render_clip, sample_clip_spec, write_mp4
+from tests.helpers import make_model
+
+ALT = [sys.executable, "-m", "pipelines.cli"]
+
+
+def run_alt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*ALT, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_and_clip(tmp_path_factory, micro_backbone, micro_corpus):
+    root = tmp_path_factory.mktemp("cli")
+    save_checkpoint(make_model(micro_backbone, micro_corpus), root / "ckpt")
+    clip = root / "clip.mp4"
+    write_mp4(clip, render_clip(sample_clip_spec("circle moving left", seed=3, frames=16, size=64)))
+    return root / "ckpt", clip
+
+
+def test_help_lists_the_verbs():
+    result = run_alt("--help")
+    assert result.returncode == 0
+    for verb in ("flops", "predict", "decode", "train", "eval", "demo", "backbone", "data", "corpus"):
+        assert verb in result.stdout, verb
+
+
+def test_predict_prints_topk_and_entities(checkpoint_and_clip):
+    ckpt, clip = checkpoint_and_clip
+    result = run_alt("predict", str(clip), "--checkpoint", str(ckpt), "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    ranked = [line for line in lines if line.strip()[:2] in {"1.", "2.", "3."}]
+    assert len(ranked) == 3
+    assert "aligned entities" in result.stdout
+    assert any(line.strip().startswith("- ") and "frames [" in line for line in lines)
+
+
+def test_predict_on_text_file_is_one_clear_error(tmp_path, checkpoint_and_clip):
+    ckpt, _ = checkpoint_and_clip
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n" * 50)
+    result = run_alt("predict", str(fake), "--checkpoint", str(ckpt))
+    assert result.returncode != 0
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error:") and "notes.mp4" in err[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint_is_one_clear_error(tmp_path, checkpoint_and_clip):
+    _, clip = checkpoint_and_clip
+    result = run_alt("predict", str(clip), "--checkpoint", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "model.safetensors is missing" in result.stderr
+
+
+def test_flops_command_reports_vit_b16_at_281_gflops():
+    result = run_alt("flops", "--backbone", "ViT-B-16", "--frames", "8", "--views", "1")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("backbone "))
+    gflops = float(row.split()[1])
+    assert abs(gflops - 281.0) / 281.0 < 0.01, row
+    for part in ("alignment", "adapter", "total"):
+        assert any(line.startswith(part) for line in result.stdout.splitlines())
