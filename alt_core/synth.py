@@ -344,6 +344,34 @@ def _write_rows(path: Path, rows: list[tuple[str, str, str]]) -> None:
         writer.writerows(rows)
 
 
+MOTION_CUES: dict[str, tuple[str, ...]] = {
+    "moving left": ("on the right", "on the left"), "moving right": ("on the left", "on the right"),
+    "moving up": ("at the bottom", "at the top"), "moving down": ("at the top", "at the bottom"),
+    "bouncing": ("at the bottom",), "orbiting": ("in the center",), "growing": ("small", "large"),
+    "shrinking": ("large", "small"),
+}
+
+
+def synth_entities(labels: list[str]) -> list[dict]:
+    """The entity file an LLM would write for these classes ("what visual entities identify a {label}
+    video?"): the shape in every colour, its sizes, the positions its motion passes, and the scenes."""
+    by_unit: dict[str, dict] = {}
+
+    def add(unit: str, description: str, label: str) -> None:
+        by_unit.setdefault(unit, {"unit": unit, "description": description, "labels": []})["labels"].append(label)
+
+    for label in labels:
+        shape, motion = parse_class(label)
+        for color in COLORS:
+            add(f"{color} {shape}", f"a {color} {shape}", label)
+        for cue in MOTION_CUES.get(motion, ()):
+            unit = f"{cue} {shape}" if cue in ("small", "large") else f"a {shape} {cue}"
+            add(unit, unit if cue not in ("small", "large") else f"a {cue} {shape}", label)
+        for name, description in BACKGROUNDS.items():
+            add(name, description, label)
+    return sorted(by_unit.values(), key=lambda e: e["unit"])
+
+
 def generate_synth_actions(
     out_dir: str | Path,
     seed: int = 0,
@@ -357,7 +385,8 @@ def generate_synth_actions(
     """Write the SynthActions dataset under out_dir and return a summary with throughput.
 
     Layout: videos/<class_slug>/<index>.mp4, manifest.{parquet,csv} (path, label, split), labels_seen.txt,
-    labels_novel.txt, fewshot_{K}.csv and synth.json. Files are overwritten, stale ones are left alone.
+    labels_novel.txt, entities.jsonl (corpus source for the seen classes), fewshot_{K}.csv and synth.json.
+    Files are overwritten, stale ones are left alone.
     A few-shot K larger than the train videos per class is skipped with a warning (see synth.json).
     """
     import pyarrow as pa
@@ -406,6 +435,7 @@ def generate_synth_actions(
     _write_rows(out / "manifest.csv", rows)
     (out / "labels_seen.txt").write_text("".join(f"{c}\n" for c in seen))
     (out / "labels_novel.txt").write_text("".join(f"{c}\n" for c in novel))
+    (out / "entities.jsonl").write_text("".join(json.dumps(e) + "\n" for e in synth_entities(seen)))
 
     fewshot_rows: dict[int, int] = {}
     skipped = sorted({k for k in fewshot if k > sizes["train"]})
