@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from alt_core.backbone import ENTITY_TEMPLATES, Backbone
+from alt_core.backbone import ENTITY_TEMPLATES, Backbone, BackboneSpec
 
 BUILTIN_ENTITIES: tuple[tuple[str, str], ...] = (
     ("hand", "a human hand"), ("arm", "a human arm"), ("leg", "a human leg"), ("foot", "a human foot"),
@@ -157,9 +157,9 @@ def build_corpus(backbone: Backbone, labels: Sequence[str], sources: Sequence[st
     """Gather and embed in one process (the Ray Data stage shards the embedding step)."""
     entities = gather_entities(labels, sources)
     embeddings = backbone.embed_text([e.description for e in entities])
-    return EntityCorpus(entities, embeddings, backbone_id(backbone))
+    return EntityCorpus(entities, embeddings, backbone_id(backbone.spec))
 
 
-def backbone_id(backbone: Backbone) -> str:
-    spec = backbone.spec
+def backbone_id(spec: BackboneSpec) -> str:
+    """How corpora and cached tokens name the backbone that made them: name and weights."""
     return f"{spec.name}:{spec.pretrained or 'default'}"

@@ -1,0 +1,109 @@
+"""Ray Train stage, MLflow tracking and evaluation on a small real SynthActions set (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from alt_core.checkpoint import load_checkpoint
+from alt_core.corpus import build_corpus
+from alt_core.synth import generate_synth_actions, split_classes
+from pipelines import tracking
+from pipelines.decode import decode_manifest
+from pipelines.evaluate import evaluate
+from pipelines.train import TrainOptions, train
+
+pytestmark = pytest.mark.slow
+SEEN = split_classes()[0][:4]
+NOVEL = [c for c in split_classes()[1] if c.split()[0] in {s.split()[0] for s in SEEN}][:2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, micro_backbone, micro_weights) -> dict:
+    root = tmp_path_factory.mktemp("train")
+    generate_synth_actions(root / "synth", seed=0, classes=SEEN + NOVEL, videos_per_class=5, frames=8, size=32,
+                           workers=1, fewshot=(2,))
+    corpus = build_corpus(micro_backbone, SEEN, ["labels", "builtin"])
+    corpus.save(root / "corpus.parquet")
+    common = dict(frames=4, clips=2, crops=1, size=32, progress=False, num_workers=1)
+    decode_manifest(root / "synth" / "manifest.parquet", root / "pixels", **common)
+    decode_manifest(root / "synth" / "manifest.parquet", root / "tokens", cache_tokens=True, backbone="alt-micro",
+                    pretrained=micro_weights, tome_r=1, **common)
+    return {"root": root, "corpus": str(root / "corpus.parquet"), "weights": micro_weights}
+
+
+def options(ws: dict, data: str, out: Path, **overrides) -> TrainOptions:
+    base = dict(data=str(ws["root"] / data), corpus=ws["corpus"], out=str(out), epochs=2, batch_size=4, width=32,
+                heads=2, num_queries=4, depth=1, backbone="alt-micro", pretrained=ws["weights"], lr=3e-3)
+    return TrainOptions(**base | overrides)
+
+
+def test_train_tracks_checkpoints_and_evaluates(workspace):
+    out = workspace["root"] / "run_tokens"
+    summary = train(options(workspace, "tokens", out, labels=str(workspace["root"] / "synth" / "labels_seen.txt")))
+    model = load_checkpoint(summary["checkpoint"])  # plain directory, no Ray needed
+    assert model.labels == SEEN and model.config.tome_r == 1
+    run = tracking.run_summary(summary["tracking_uri"], summary["run_id"])
+    assert run["status"] == "FINISHED"
+    assert len(run["history"]["train_loss"]) == 2 and "val_top1" in run["metrics"]
+    assert {"checkpoint/model.safetensors", "checkpoint/config.json"} <= set(run["checkpoint_artifacts"])
+    assert summary["model_version"] >= 1
+    report = evaluate(summary["checkpoint"], workspace["root"] / "tokens", splits=("test",))
+    assert report["protocol"] == "supervised" and report["views_per_video"] == 2 and report["videos"] == 4
+    assert 0.0 <= report["top1"] <= report["top5"] <= 1.0 and len(report["data_hash"]) == 16
+    novel = workspace["root"] / "synth" / "labels_novel.txt"
+    zero = evaluate(summary["checkpoint"], workspace["root"] / "tokens", labels=novel, splits=("novel",))
+    assert zero["protocol"] == "zero-shot" and zero["labels"] == len(NOVEL) and zero["videos"] == 5 * len(NOVEL)
+
+
+def test_same_seed_same_result_and_few_shot(workspace):
+    first = train(options(workspace, "tokens", workspace["root"] / "seed_a", shots=2, epochs=1))
+    second = train(options(workspace, "tokens", workspace["root"] / "seed_b", shots=2, epochs=1))
+    assert first["train_videos"] == 2 * len(SEEN)
+    a, b = load_checkpoint(first["checkpoint"]), load_checkpoint(second["checkpoint"])
+    for key, value in a.checkpoint_state().items():
+        assert torch.equal(value, b.checkpoint_state()[key]), key
+    report = evaluate(first["checkpoint"], workspace["root"] / "tokens")
+    assert report["protocol"] == "few-shot-2" and report["seed"] == 0
+
+
+def test_killed_worker_resumes_from_checkpoint(workspace):
+    out = workspace["root"] / "run_killed"
+    opts = options(workspace, "pixels", out, workers=2, epochs=5, max_failures=1)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(summary=train(opts)), daemon=True)
+    thread.start()
+    deadline = time.time() + 240
+    while not list((out / "ray" / "train").glob("checkpoint_*")):  # the first epoch has been checkpointed
+        assert time.time() < deadline and thread.is_alive(), "training never checkpointed"
+        time.sleep(0.2)
+    os.kill(int((out / "workers" / "rank1.pid").read_text()), signal.SIGKILL)
+    thread.join(timeout=300)
+    assert "summary" in result, "training did not complete after the worker was killed"
+    run = tracking.run_summary(result["summary"]["tracking_uri"], result["summary"]["run_id"])
+    resumed = [int(v) for v in run["history"]["resumed_from_epoch"]]
+    assert resumed[0] == 0 and max(resumed) > 0  # a second attempt started from a saved epoch
+    assert run["status"] == "FINISHED" and len(run["history"]["val_top1"]) >= 5
+    assert "checkpoint/model.safetensors" in run["checkpoint_artifacts"]
+    assert json.loads((out / "train.json").read_text())["metrics"]["epoch"] == 5
+
+
+def test_existing_run_needs_resume(workspace):
+    out = workspace["root"] / "run_tokens"
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(options(workspace, "tokens", out))
