@@ -139,6 +139,7 @@ def decode(
     frames: int = typer.Option(8, min=1),
     clips: int = typer.Option(1, min=1, help="temporal views for non-train splits"),
     crops: int = typer.Option(1, min=1, help="spatial crops for non-train splits"),
+    train_clips: int = typer.Option(1, min=1, help="randomly sampled clips per train video"),
     size: int = typer.Option(64, min=8),
     cache_tokens: bool = typer.Option(False, help="store frozen-backbone region tokens instead of frames"),
     backbone: str = typer.Option(None, help="backbone for --cache-tokens"),
@@ -147,13 +148,16 @@ def decode(
     shard_size: int = typer.Option(64, min=1),
     workers: int = typer.Option(2, min=1),
     seed: int = typer.Option(0),
+    labels_file: Path = typer.Option(None, help="class names of an mmaction2 list manifest"),
+    split: list[str] = typer.Option(None, help="decode only these splits (repeat the flag)"),
 ) -> None:
     """Ray Data: sample and decode frames (or cache region tokens), quarantining bad videos."""
     from pipelines.decode import decode_manifest
 
     summary = decode_manifest(manifest, out, frames=frames, clips=clips, crops=crops, size=size, seed=seed,
-                              cache_tokens=cache_tokens, backbone=backbone, pretrained=pretrained, tome_r=tome_r,
-                              shard_size=shard_size, num_workers=workers)
+                              train_clips=train_clips, cache_tokens=cache_tokens, backbone=backbone,
+                              pretrained=pretrained, tome_r=tome_r, shard_size=shard_size, num_workers=workers,
+                              splits=split or None, labels_file=labels_file)
     typer.echo(json.dumps(summary, indent=1, default=str))
 
 
