@@ -34,7 +34,7 @@ class Prediction:
 
 @torch.no_grad()
 def predict_views(model: ALTModel, views: torch.Tensor, path: str, top_k: int = 5) -> Prediction:
-    """views (V, T, 3, H, W) uint8 of one video."""
+    """views (V, T, 3, H, W) uint8 of one video; labels from all views, entities from the first view."""
     out = model.forward_views(views[None].to(model.class_embeddings.device))
     probs = out.logits[0].softmax(-1)
     k = min(top_k, len(model.labels))

@@ -15,6 +15,7 @@ from pathlib import Path
 import ray
 
 from alt_core.checkpoint import load_checkpoint
+from alt_core.manifest import read_manifest
 from alt_core.predict import predict_video
 from alt_core.synth import generate_synth_actions, split_classes
 from pipelines.corpus import build_corpus_dataset
@@ -43,8 +44,8 @@ def run_demo(out: str | Path, videos_per_class: int = 6, epochs: int = 4, seed: 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
     log("[2/6] building the entity corpus (Ray Data, CLIP text tower)")
-    corpus = build_corpus_dataset(data / "labels_seen.txt", ["builtin", "labels"], "alt-tiny", None,
-                                  out / "corpus.parquet")
+    corpus = build_corpus_dataset(data / "labels_seen.txt", ["builtin", "labels", str(data / "entities.jsonl")],
+                                  "alt-tiny", None, out / "corpus.parquet")
     log(f"      {corpus['entities']} entities, hash {corpus['content_hash']}")
     log("[3/6] decoding videos and caching frozen-backbone region tokens (Ray Data)")
     decoded = decode_manifest(data / "manifest.parquet", out / "clips", frames=8, clips=2, crops=1, size=64,
@@ -60,7 +61,7 @@ def run_demo(out: str | Path, videos_per_class: int = 6, epochs: int = 4, seed: 
                          out=out / "eval_zero_shot.json")
     log(f"      supervised top-1 {supervised['top1']:.3f}, zero-shot top-1 {zero_shot['top1']:.3f}")
     log("[6/6] predicting one test video")
-    video = sorted((data / "videos").glob("*/*.mp4"))[0]
+    video = next(row.path for row in read_manifest(data / "manifest.parquet") if row.split == "test")
     prediction = predict_video(load_checkpoint(checkpoint), video, top_k=3)
     log(prediction.text())
     summary = {"synth": synth["videos"], "corpus": corpus["content_hash"], "decode": decoded,
