@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alt_core.scenes import BACKGROUNDS, COLORS, SHAPES, Scene, SceneObject, render_scene
+from alt_core.scenes import BACKGROUNDS, COLORS, SHAPES, Scene, SceneObject, render_scene, sample_angle
 
 POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in the center")
 SMALL_RADIUS, LARGE_RADIUS = 0.16, 0.22
@@ -105,7 +105,7 @@ def sample_scene(rng: np.random.Generator, num_objects: int) -> Scene:
         if (color, shape) in taken or not clear:
             continue
         taken.add((color, shape))
-        scene.objects.append(SceneObject(color, shape, float(x), float(y), radius, float(rng.uniform(0, 2 * np.pi))))
+        scene.objects.append(SceneObject(color, shape, float(x), float(y), radius, sample_angle(shape, rng)))
     return scene
 
 

@@ -125,6 +125,14 @@ def shape_mask(obj: SceneObject, size: int) -> np.ndarray:
     raise ValueError(f"unknown shape {obj.shape!r}; choose one of {SHAPES}")
 
 
+def sample_angle(shape: str, rng: np.random.Generator) -> float:
+    """A resting orientation. A square turned 45 degrees is a diamond, so those two stay near upright
+    (within 20 degrees); every other shape takes any angle."""
+    if shape in ("square", "diamond"):
+        return float(rng.uniform(-0.35, 0.35))
+    return float(rng.uniform(0, 2 * np.pi))
+
+
 OUTLINE_SCALE = 1.18  # outline radius relative to the shape
 OUTLINE_RGB = (15, 15, 15)
 

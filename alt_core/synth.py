@@ -32,6 +32,7 @@ from alt_core.scenes import (
     SceneObject,
     draw_object,
     render_background,
+    sample_angle,
     shape_mask,
 )
 
@@ -161,7 +162,7 @@ def _moving_tracks(spec: ClipSpec, rng: np.random.Generator) -> list[_Track]:
     t = np.linspace(0.0, 1.0, spec.frames)  # (T,)
     ones = np.ones_like(t)
     cx, cy = rng.uniform(0.3, 0.7, 2)
-    angle = rng.uniform(0, 2 * np.pi) * ones
+    angle = sample_angle(spec.shape, rng) * ones
     sign = rng.choice([-1.0, 1.0])
     motion = spec.motion
     partner = None
@@ -229,7 +230,7 @@ def _moving_tracks(spec: ClipSpec, rng: np.random.Generator) -> list[_Track]:
             raise ValueError(f"{motion!r} needs partner_shape and partner_color in the ClipSpec")
         px, py, pr = partner
         tracks.insert(0, _Track(spec.partner_shape, spec.partner_color, px, py, pr,
-                                rng.uniform(0, 2 * np.pi) * ones))
+                                sample_angle(spec.partner_shape, rng) * ones))
     _fit_inside(tracks)
     return tracks
 
@@ -260,7 +261,7 @@ def _distractor_track(spec: ClipSpec, shape: str, moving: list[_Track], rng: np.
     if spec.distractor_color is None:
         raise ValueError("a ClipSpec with distractor_shape needs distractor_color")
     return _Track(shape, spec.distractor_color, x0 + drift[0] * t, y0 + drift[1] * t,
-                  radius * np.ones_like(t), rng.uniform(0, 2 * np.pi) * np.ones_like(t))
+                  radius * np.ones_like(t), sample_angle(shape, rng) * np.ones_like(t))
 
 
 def _draw(img: np.ndarray, obj: SceneObject) -> None:

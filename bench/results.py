@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "results"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--videos-per-class", type=int, default=8)
+    parser.add_argument("--videos-per-class", type=int, default=10)
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
