@@ -70,3 +70,10 @@ def test_pretrain_resumes_and_exports(tmp_path):
     assert backbone.embed_text(["red circle"]).shape == (1, 32)
     text = (tmp_path / "alt-micro.md").read_text()
     assert str(card["probe"]["single_object_top1"]) in text and "steps: 4" in text
+
+
+def test_squares_and_diamonds_stay_distinguishable():
+    rng = np.random.default_rng(0)
+    angles = [o.angle for s in render_batch(rng, 200, 64, 8).scenes for o in s.objects
+              if o.shape in ("square", "diamond")]
+    assert angles and max(abs(a) for a in angles) <= 0.35  # never near 45 degrees, where they coincide
