@@ -65,7 +65,7 @@ class TrainOptions:
     seed: int = 0
     resume: bool = False
     tracking_uri: str | None = None
-    max_failures: int = 0
+    max_failures: int = 2
     backbone: str = "alt-tiny"
     pretrained: str | None = None
     unfreeze_last_blocks: int = 0
