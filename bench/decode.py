@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 
 from alt_core.manifest import read_manifest
 from alt_core.synth import all_classes, generate_synth_actions
@@ -24,14 +25,6 @@ from pipelines.decode import DecodeSpec, ShardDecoder, clip_format, decode_manif
 
 VIDEO_FRAMES, VIDEO_SIZE = 32, 128
 FRAMES, SIZE = 8, 112
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown cpu"
 
 
 def plain_loop(manifest: Path, out: Path, shard_size: int) -> dict:
@@ -80,7 +73,7 @@ def main() -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
         ray.data.range(2).map_batches(lambda b: b).materialize()  # Ray Data's first-use cost, not the stage's
 
-        print(f"machine: {platform.platform()} | {_cpu_model()} | cpu_count={os.cpu_count()} "
+        print(f"machine: {platform.platform()} | {cpu_model()} | cpu_count={os.cpu_count()} "
               f"| loadavg(1m) before={os.getloadavg()[0]:.2f} | python {platform.python_version()} "
               f"| ray {ray.__version__}")
         print(f"data: SynthActions seed={args.seed}, {data['videos']} videos ({len(subset)} classes x {per_class}) "

@@ -13,17 +13,11 @@ import platform
 import tempfile
 import time
 
+from machine import cpu_model
+
 from alt_core.synth import all_classes, generate_synth_actions
 
 FRAMES, SIZE = 16, 64
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown cpu"
 
 
 def _run(clips: int, workers: int) -> dict:
@@ -42,7 +36,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes to compare with 1")
     args = parser.parse_args()
 
-    print(f"machine: {platform.platform()} | {_cpu_model()} | cpu_count={os.cpu_count()} "
+    print(f"machine: {platform.platform()} | {cpu_model()} | cpu_count={os.cpu_count()} "
           f"| loadavg(1m) before={os.getloadavg()[0]:.2f} | python {platform.python_version()}")
     print(f"clips of {FRAMES} frames at {SIZE}x{SIZE}, H.264 mp4")
     cpu_start = time.process_time()
