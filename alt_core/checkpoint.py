@@ -59,8 +59,15 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     labels = (directory / "labels.txt").read_text().splitlines()
     backbone = load_backbone(config.backbone, config.pretrained, device=device)
     model = ALTModel(config, backbone, corpus, labels).to(device)
+    restore_state(model, directory, tensors)
+    return model.eval()
+
+
+def restore_state(model: ALTModel, directory: str | Path, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Load a checkpoint's tensors into an existing model of the same config (training resumes this way)."""
+    directory = Path(directory)
+    tensors = tensors if tensors is not None else load_file(str(directory / "model.safetensors"))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith(("backbone.", "encoder."))]
     if missing or unexpected:
         raise CheckpointError(f"{directory} does not match its config: missing {missing}, unexpected {unexpected}")
-    return model.eval()

@@ -26,7 +26,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from alt_core.backbone import load_backbone
-from alt_core.checkpoint import read_config, save_checkpoint
+from alt_core.checkpoint import read_config, restore_state, save_checkpoint
 from alt_core.clips import ClipFormat, read_format, shard_paths
 from alt_core.corpus import EntityCorpus
 from alt_core.manifest import read_labels
@@ -139,9 +139,7 @@ def train_loop(config: dict) -> None:
         checkpoint = Checkpoint.from_directory(config["resume_from"])  # `alt train --resume`
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
-            from safetensors.torch import load_file
-
-            core.load_state_dict(load_file(str(Path(ckpt_dir) / "model.safetensors")), strict=False)
+            restore_state(core, ckpt_dir)
             meta = load_optimizer(ckpt_dir, optimizer)
     model = ray.train.torch.prepare_model(core) if ctx.get_world_size() > 1 else core
     tracking_uri = opts.tracking_uri or tracking.default_tracking_uri(opts.out)
