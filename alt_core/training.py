@@ -7,6 +7,7 @@ math is the same whether a run is distributed or not.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ def to_clip_batch(columns: dict, fmt: ClipFormat, label_index: dict[str, int]) -
 
 def forward(model: torch.nn.Module, batch: ClipBatch) -> ALTOutput:
     return model(pixels=batch.pixels) if batch.pixels is not None else model(tokens=batch.tokens)
+
+
+def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
+    """Learning rate of a 0-based epoch under cosine decay: a function of the epoch alone, so a resumed run
+    continues the schedule without extra state."""
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
 def train_epoch(model: torch.nn.Module, core: ALTModel, batches: Iterable[ClipBatch],

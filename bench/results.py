@@ -4,9 +4,11 @@ Protocols (all on the same generated data, seeds 0..N-1 for training; test split
 - supervised: train on the seen classes' train split, top-1 on their test split;
 - zero-shot: the same checkpoints, label set swapped to the novel classes only, top-1 on novel videos;
 - few-shot K: train on K videos per seen class, top-1 on the seen test split;
-- throughput: one ALT epoch from cached region tokens vs from pixels, clips/s, same model and batch.
+- throughput: ALT training clips/s from cached region tokens vs from pixels, same model and batch: end to end
+  through Ray Train on the table's data, and per training step in one process (bench/train_throughput.py)
+  for alt-tiny and for ViT-B-16 at 224 (random init: weights don't change speed).
 
-Usage: python bench/results.py [--out runs/results] [--seeds 3] [--epochs 10]
+Usage: python bench/results.py [--out runs/results] [--seeds 3] [--epochs 12] [--videos-per-class 40]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import ray
 import torch
+from train_throughput import measure  # bench/ is the script's directory
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
 from alt_core.backbone import WEIGHTS_DIR
@@ -42,15 +45,16 @@ def machine() -> str:
             else torch.cuda.get_device_name(0))
 
 
-def prepare(out: Path, videos_per_class: int) -> dict:
+def prepare(out: Path, videos_per_class: int, train_clips: int) -> dict:
     data = out / "synth"
     synth = generate_synth_actions(data, seed=0, videos_per_class=videos_per_class, frames=16, size=64)
     corpus = build_corpus_dataset(data / "labels_seen.txt", ["builtin", "labels", str(data / "entities.jsonl")],
                                   "alt-tiny", None, out / "corpus.parquet")
-    common = dict(frames=8, clips=2, crops=1, size=64, seed=0, progress=False)
+    common = dict(frames=8, clips=2, crops=1, size=64, train_clips=train_clips, seed=0, progress=False)
     tokens = decode_manifest(data / "manifest.parquet", out / "tokens", cache_tokens=True, backbone="alt-tiny",
                              tome_r=8, **common)
-    pixels = decode_manifest(data / "manifest.parquet", out / "pixels", **common)
+    # pixels only feed the throughput runs, which train and validate
+    pixels = decode_manifest(data / "manifest.parquet", out / "pixels", splits=("train", "val"), **common)
     return {"synth": synth, "corpus": corpus, "tokens": tokens, "pixels": pixels, "data": data}
 
 
@@ -67,7 +71,7 @@ def run_one(out: Path, prep: dict, adapter: str, seed: int, epochs: int, shots: 
     start = time.time()
     summary = train_run(out, prep, name, "tokens", adapter=adapter, epochs=epochs, seed=seed, shots=shots)
     result = {"name": name, "adapter": adapter, "seed": seed, "shots": shots, "train_seconds": time.time() - start,
-              "val_top1": summary["metrics"]["val_top1"],
+              "val_top1": summary["metrics"]["val_top1"], "train_acc": summary["metrics"]["train_acc"],
               "train_clips_per_s": summary["metrics"]["train_clips_per_s"]}
     ckpt = summary["checkpoint"]
     result["test_top1"] = evaluate(ckpt, out / "tokens", splits=("test",))["top1"]
@@ -102,6 +106,49 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def supervised_mean(results: list[dict], method: str, key: str) -> float:
+    return statistics.mean(r[key] for r in results if r["adapter"] == method and r["shots"] is None)
+
+
+def reading(results: list[dict], prep: dict) -> list[str]:
+    """The goal's verdict and what limits the numbers, every figure computed from this run."""
+    sup = {m: supervised_mean(results, m, "test_top1") for m in METHODS}
+    fit = {m: supervised_mean(results, m, "train_acc") for m in METHODS}
+    zero = {m: supervised_mean(results, m, "zero_shot_top1") for m in METHODS}
+    margin = 100 * (zero["alt"] - max(zero["meanpool"], zero["temporal"]))
+    sep = class_separation(prep["data"] / "labels_seen.txt")
+    synth = prep["synth"]
+    per_class = synth["splits"]["train"] / synth["seen_classes"]
+    return [
+        "", "## Against the goal", "",
+        f"- ALT supervised top-1 {sup['alt']:.3f} against a goal of 0.90: "
+        f"**{'met' if sup['alt'] >= 0.90 else 'not met'}**.",
+        f"- ALT zero-shot top-1 {zero['alt']:.3f} against meanpool {zero['meanpool']:.3f} and temporal "
+        f"{zero['temporal']:.3f}: {margin:+.1f} points over the better baseline against a goal of +10: "
+        f"**{'met' if margin >= 10 else 'not met'}**.",
+        "", "## What limits these numbers", "",
+        f"- **A weak fit on little data.** {per_class:.0f} train videos per seen class; at the last epoch the "
+        f"training-clip accuracy is only {fit['alt']:.3f} (ALT) and {fit['temporal']:.3f} (temporal), measured "
+        f"with Gumbel sampling and label smoothing on, against test top-1 {sup['alt']:.3f} and "
+        f"{sup['temporal']:.3f}: the frozen features limit what the adapters can fit, and what they fit "
+        f"partly fails to generalise.",
+        f"- **A text tower that never saw motion words.** `alt-tiny` was pretrained on still images "
+        f"(colours, shapes, positions, sizes, scenes). The class embeddings of two seen classes with the same "
+        f"shape, which differ only by motion, have mean cosine **{sep['same_shape']:.3f}** (different "
+        f"shapes: {sep['different_shape']:.3f}). The classifier still separates motions inside that narrow "
+        f"cone (naming the shape and guessing among its {sep['motions_per_shape']:.0f} motions would give "
+        f"{1 / sep['motions_per_shape']:.3f}), but zero-shot transfer to an unseen shape x motion pair "
+        f"rests on how the untrained motion-word tokens compose, and meanpool, which trains nothing, "
+        f"cannot use them at all.",
+        "- **A tiny frozen image tower.** 64-pixel frames, two transformer layers, frozen: the adapters "
+        "read region embeddings that were trained to name objects and scenes in still images, not to "
+        "track which object moves.",
+        "- Next steps for the embedded default, in order of expected effect: pretrain `alt-tiny` on short "
+        "clips with motion captions (so motion words get meaning and the class vectors spread), generate "
+        "more training videos per class, and train with the last blocks unfrozen (from pixels).",
+    ]
+
+
 def render(results: list[dict], prep: dict, seeds: list[int], epochs: int, speed: dict) -> str:
     weights = WEIGHTS_DIR / "alt-tiny.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "missing"
@@ -116,8 +163,10 @@ def render(results: list[dict], prep: dict, seeds: list[int], epochs: int, speed
         f"8 frames per view; region tokens cached by `alt decode --cache-tokens`.",
         f"- **Corpus**: builtin + label phrases + `entities.jsonl`, {prep['corpus']['entities']} entities "
         f"(hash {prep['corpus']['content_hash']}).",
-        f"- **Training**: {epochs} epochs, AdamW lr 1e-3, batch 32, label smoothing 0.1, adapter width 128, "
-        f"depth 2, 8 queries; training seeds {seeds}; no choice was made on the test split.",
+        f"- **Training**: {epochs} epochs, AdamW peak lr 1e-3 with cosine decay, weight decay 0.05, batch 32, "
+        f"label smoothing 0.1, adapter width 128, depth 2, 8 queries; "
+        f"{prep['tokens']['params']['train_clips']} random TSN clips per train video (decoded once); training "
+        f"seeds {seeds}; the epoch count was read off validation curves, never the test split.",
         "- **Protocols**: test views = 2 temporal clips x 1 crop, logits averaged. Zero-shot: the supervised "
         "checkpoints with the label set swapped to the novel classes only (novel-only protocol). "
         "Few-shot K: K train videos per seen class.",
@@ -132,22 +181,25 @@ def render(results: list[dict], prep: dict, seeds: list[int], epochs: int, speed
         cells += [mean_std([r["test_top1"] for r in rows if r["shots"] == k]) for k in SHOTS]
         wall = statistics.mean(r["wall_seconds"] for r in rows)
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {wall:.0f} |")
-    sep = class_separation(prep["data"] / "labels_seen.txt")
-    lines += ["", "## Why supervised accuracy is low here", "",
-              f"The frozen `alt-tiny` text tower was pretrained on still images: it knows colours, shapes, "
-              f"positions, sizes and scenes, but no motion words. The mean cosine between the class embeddings "
-              f"of two seen classes with the same shape (which differ only by motion) is "
-              f"**{sep['same_shape']:.3f}**, against {sep['different_shape']:.3f} for different shapes. A "
-              f"cosine classifier over near-identical class vectors can name the shape but hardly the motion: "
-              f"with {sep['motions_per_shape']:.0f} seen motions per shape, perfect shape recognition and a "
-              f"motion guess give {1 / sep['motions_per_shape']:.3f} top-1. The fix belongs in the embedded "
-              "default (motion-grounded pretraining of alt-tiny, or class names built only from words it "
-              "learned), not in the adapter."]
+    lines += reading(results, prep)
     ratio = speed["tokens"] / speed["pixels"]
-    lines += ["", "## Training throughput (ALT, 1 worker, batch 32, same model)", "",
-              "| input | train clips/s |", "|---|---|",
-              f"| cached region tokens | {speed['tokens']:.1f} |", f"| pixels (frozen backbone run every step) | "
-              f"{speed['pixels']:.1f} |", "", f"Cached tokens are **{ratio:.1f}x** faster than pixels.", ""]
+    lines += ["", "## Training throughput: cached region tokens vs pixels (ALT, same model and batch)", "",
+              f"End to end through Ray Train (1 worker, batch 32, second epoch, shards read by Ray Data): "
+              f"**{speed['tokens']:.1f}** clips/s from cached tokens vs **{speed['pixels']:.1f}** from pixels, "
+              f"**{ratio:.1f}x**.", "",
+              "Training step alone, in one process (`python bench/train_throughput.py`; batches in memory):", "",
+              "| backbone | image | regions / frame | pixels clips/s | tokens clips/s | ratio | FLOP ceiling |",
+              "|---|---|---|---|---|---|---|"]
+    for row in speed["steps"]:
+        lines.append(f"| {row['backbone']} | {row['image_size']}px | {row['regions']} | "
+                     f"{row['pixels_clips_per_s']:.1f} | {row['tokens_clips_per_s']:.1f} | "
+                     f"**{row['ratio']:.1f}x** | {row['flop_ceiling']:.1f}x |")
+    low, high = min(speed["steps"], key=lambda r: r["flop_ceiling"]), max(speed["steps"], key=lambda r: r["ratio"])
+    lines += ["", "The ceiling is (frozen tower forward + 3 x trainable forward) / (3 x trainable forward), counted "
+              "by `alt_core.flops`: caching removes only the frozen tower's work. With "
+              f"`{low['backbone']}` that work is small, so its ceiling is {low['flop_ceiling']:.1f}x and no "
+              f"implementation reaches 10x; with {high['backbone']} at {high['image_size']}px the same adapter "
+              f"trains {high['ratio']:.0f}x faster from cached tokens.", ""]
     return "\n".join(lines)
 
 
@@ -155,15 +207,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "results"))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--videos-per-class", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--videos-per-class", type=int, default=40)
+    parser.add_argument("--train-clips", type=int, default=2, help="random TSN clips decoded per train video")
     parser.add_argument("--render-only", action="store_true", help="rebuild RESULTS.md from OUT/results.json")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ray.init(include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    prep = prepare(out, args.videos_per_class)  # idempotent: same files, corpus and shards are reused
+    prep = prepare(out, args.videos_per_class, args.train_clips)  # idempotent: same files, corpus and shards are reused
     seeds = list(range(args.seeds))
     if args.render_only:
         raw = json.loads((out / "results.json").read_text())
@@ -173,6 +226,7 @@ def main() -> None:
         # two epochs each; the reported rate is the second epoch's (the first includes warm-up)
         speed = {data: train_run(out, prep, f"speed-{data}", data, epochs=2)["metrics"]["train_clips_per_s"]
                  for data in ("tokens", "pixels")}
+        speed["steps"] = [measure("alt-tiny", steps=8), measure("ViT-B-16", batch=8, steps=2)]
         (out / "results.json").write_text(json.dumps({"runs": results, "throughput": speed}, indent=1))
     table = render(results, prep, seeds, args.epochs, speed)
     (ROOT / "RESULTS.md").write_text(table)

@@ -173,7 +173,7 @@ def train_cmd(
     width: int = typer.Option(128, min=8),
     heads: int = typer.Option(4, min=1),
     epochs: int = typer.Option(10, min=1),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(1e-3, help="peak learning rate; cosine decay over the epochs"),
     batch_size: int = typer.Option(32, min=1),
     workers: int = typer.Option(1, min=1),
     gpu: bool = typer.Option(False),

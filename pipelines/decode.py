@@ -1,10 +1,11 @@
 """Ray Data stage: decode a manifest's videos into clip shards (frames or cached region tokens).
 
-The manifest is cut into shards of `shard_size` videos; each shard is one batch for a pool of
-decoder actors, which write `shard-{i:05d}.parquet` (alt_core.clips format) and
-`quarantine-{i:05d}.parquet` (inputs that failed, with the error). A shard file is written last and
-atomically, so its presence means the shard is done: a rerun skips it (resume). Every video either
-yields rows or a quarantine row — inputs = videos written + quarantined, checked at the end.
+The manifest is dealt in a seeded random order into shards of `shard_size` videos (so shards mix
+classes); each shard is one batch for a pool of decoder actors, which write `shard-{i:05d}.parquet`
+(alt_core.clips format) and `quarantine-{i:05d}.parquet` (inputs that failed, with the error). A
+shard file is written last and atomically, so its presence means the shard is done: a rerun skips it
+(resume). Every video either yields rows or a quarantine row — inputs = videos written +
+quarantined, checked at the end.
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ def decode_manifest(
     _check_resume(out, params)
     (out / SUMMARY_FILE).write_text(json.dumps({"status": "running", "params": params}, indent=1) + "\n")
 
+    # Deal videos to shards in a seeded random order, so every shard mixes classes: training reads shards
+    # through a bounded shuffle buffer, and a class-sorted manifest would feed it one class at a time.
+    rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
     shards = [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
     todo = [i for i in range(len(shards)) if not (shard_file(out, i).is_file() and quarantine_file(out, i).is_file())]
     if progress:

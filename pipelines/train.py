@@ -35,6 +35,7 @@ from alt_core.train_state import load_optimizer, save_optimizer
 from alt_core.training import (
     VideoScores,
     confusion_matrix,
+    cosine_lr,
     few_shot_ids,
     iterate_rows,
     score_videos,
@@ -153,6 +154,9 @@ def train_loop(config: dict) -> None:
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     scores = VideoScores({}, {}, {})
     for epoch in range(meta["epoch"], opts.epochs):
+        lr = cosine_lr(opts.lr, epoch, opts.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         start = time.perf_counter()
         batches = train_shard.iter_batches(batch_size=opts.batch_size, batch_format="numpy",
                                            local_shuffle_buffer_size=4 * opts.batch_size,
@@ -162,7 +166,7 @@ def train_loop(config: dict) -> None:
         val_batches = val_shard.iter_batches(batch_size=opts.batch_size, batch_format="numpy")
         scores = _gather(score_videos(model, iterate_rows(val_batches, fmt, label_index), device))
         val = topk_accuracy(scores.mean_logits(), scores.targets)
-        row = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"],
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
                "val_top1": val["top1"], "val_top5": val["top5"],
                "train_clips_per_s": stats["clips"] * ctx.get_world_size() / seconds}
         meta = {"epoch": epoch + 1, "history": meta["history"] + [row], "run_id": meta["run_id"]}

@@ -97,6 +97,19 @@ def test_counts_reconcile_and_bad_inputs_are_quarantined(dataset: Path, frames_r
     assert all(Path(q["path"]).is_absolute() for q in quarantine)
 
 
+def test_shards_deal_videos_in_a_seeded_random_order(dataset: Path, frames_run) -> None:
+    """Training reads shards through a bounded shuffle buffer: shards cut in the order of a class-sorted
+    manifest would feed it one class at a time."""
+    out, _ = frames_run
+    manifest = [str(dataset / r["path"]) for r in csv.DictReader((dataset / "with_bad.csv").open())]
+    shard_videos = [list(dict.fromkeys(r["path"] for r in pq.read_table(s).to_pylist())) for s in shard_paths(out)]
+    written = [p for videos in shard_videos for p in videos]
+    assert written != [p for p in manifest if p in set(written)]  # dealt in a seeded random order
+    shard_labels = [{r["label"] for r in pq.read_table(s).to_pylist()} for s in shard_paths(out)]
+    mixed = [len(found) >= 2 for found, videos in zip(shard_labels, shard_videos, strict=True) if len(videos) >= 3]
+    assert mixed and all(mixed), shard_labels  # (shards with few good videos may hold one class by chance)
+
+
 def test_views_shapes_and_labels(dataset: Path, frames_run) -> None:
     out, _ = frames_run
     fmt = read_format(out)

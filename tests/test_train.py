@@ -61,6 +61,7 @@ def test_train_tracks_checkpoints_and_evaluates(workspace):
     run = tracking.run_summary(summary["tracking_uri"], summary["run_id"])
     assert run["status"] == "FINISHED"
     assert len(run["history"]["train_loss"]) == 2 and "val_top1" in run["metrics"]
+    assert run["history"]["lr"] == pytest.approx([3e-3, 1.5e-3])  # cosine decay from the peak, per epoch
     assert {"checkpoint/model.safetensors", "checkpoint/config.json"} <= set(run["checkpoint_artifacts"])
     assert summary["model_version"] >= 1
     report = evaluate(summary["checkpoint"], workspace["root"] / "tokens", splits=("test",))
