@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
 
@@ -11,3 +12,13 @@ def cpu_model() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown cpu"
+
+
+def torch_machine() -> str:
+    """OS, CPUs and torch threads, or the GPU: what a training or inference figure ran on."""
+    import torch  # here, not at module import: the decode and synth benchmarks never need it
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), no GPU")

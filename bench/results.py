@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import ray
-import torch
-from train_throughput import measure  # bench/ is the script's directory
+from machine import torch_machine  # bench/ is the script's directory
+from train_throughput import measure
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
 from alt_core.backbone import WEIGHTS_DIR
@@ -37,12 +35,6 @@ from pipelines.train import TrainOptions, train
 METHODS = ("alt", "meanpool", "temporal")
 SHOTS = (2, 4)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), no GPU" if not torch.cuda.is_available()
-            else torch.cuda.get_device_name(0))
 
 
 def prepare(out: Path, videos_per_class: int, train_clips: int) -> dict:
@@ -170,7 +162,7 @@ def render(results: list[dict], prep: dict, seeds: list[int], epochs: int, speed
         "- **Protocols**: test views = 2 temporal clips x 1 crop, logits averaged. Zero-shot: the supervised "
         "checkpoints with the label set swapped to the novel classes only (novel-only protocol). "
         "Few-shot K: K train videos per seen class.",
-        f"- **Machine**: {machine()}.", "",
+        f"- **Machine**: {torch_machine()}.", "",
         "| method | supervised top-1 | zero-shot top-1 (novel) | 2-shot top-1 | 4-shot top-1 | wall s / run |",
         "|---|---|---|---|---|---|",
     ]

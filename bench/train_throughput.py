@@ -16,6 +16,7 @@ import json
 import time
 
 import torch
+from machine import torch_machine  # bench/ is the script's directory
 
 from alt_core.backbone import load_backbone
 from alt_core.corpus import build_corpus
@@ -74,7 +75,7 @@ def measure(backbone_name: str = "alt-tiny", size: int | None = None, tome_r: in
             "frames": frames, "batch": batch, "steps": steps, "adapter_width": width,
             "pixels_clips_per_s": rate["pixels"], "tokens_clips_per_s": rate["tokens"],
             "ratio": rate["tokens"] / rate["pixels"], "flop_ceiling": (frozen + trainable) / trainable,
-            "threads": torch.get_num_threads()}
+            "machine": torch_machine()}
 
 
 def main() -> None:
