@@ -1,4 +1,4 @@
-"""Video adapters: ALT's entity-query decoder and the temporal-transformer baseline (DESIGN §2D).
+"""Video adapters: ALT's entity-query decoder and the temporal-transformer baseline (docs/method.md, "Adapter").
 
 Both end in a zero-initialised projection added to the mean frame embedding, so an untrained
 adapter is exactly the CLIP mean-pool classifier and training starts from it.
@@ -26,13 +26,14 @@ class Attention(nn.Module):
         self.heads = heads
         self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        # x (B, Nq, d), context (B, Nk, d)
+    def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, Nq, d), context (B, Nk, d), key_mask (B, Nk) bool: False keys are not attended to
         b, n, d = x.shape
         h = self.heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)  # (B, H, Nq, d/H)
         k, v = self.kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, Nq, d/H)
+        mask = key_mask[:, None, None, :] if key_mask is not None else None  # (B, 1, 1, Nk)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Nq, d/H)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -47,25 +48,31 @@ class Block(nn.Module):
             self.norm_q, self.norm_kv, self.cross_attn = nn.LayerNorm(dim), nn.LayerNorm(dim), Attention(dim, heads)
         self.norm_ffn, self.ffn = nn.LayerNorm(dim), mlp(dim, dim, 4 * dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, N, d), context (B, Nk, d), mask (B, N) bool: tokens of x that others may attend to
         h = self.norm_self(x)
-        x = x + self.self_attn(h, h)
+        x = x + self.self_attn(h, h, mask)
         if self.cross:
             x = x + self.cross_attn(self.norm_q(x), self.norm_kv(context))
         return x + self.ffn(self.norm_ffn(x))
 
 
 class AttentionPool(nn.Module):
-    """Weighted mean of tokens, weights from a learned scoring vector."""
+    """Weighted mean of tokens, weights from a learned scoring vector; masked tokens get weight 0."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x)  # (B, N, d)
-        return (self.score(x).softmax(dim=1) * x).sum(1)  # (B, d)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, N, d), mask (B, N) bool
+        x = self.norm(x)
+        score = self.score(x)  # (B, N, 1)
+        if mask is not None:
+            score = score.masked_fill(~mask[..., None], -torch.inf)
+        return (score.softmax(dim=1) * x).sum(1)  # (B, d)
 
 
 class ALTAdapter(nn.Module):
@@ -86,9 +93,9 @@ class ALTAdapter(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, entity_emb: torch.Tensor, entity_score: torch.Tensor, frame: torch.Tensor,
-                regions: torch.Tensor) -> torch.Tensor:
-        # entity_emb (B, Nq, D), entity_score (B, Nq), frame (B, T, D), regions (B, T, R, D)
+    def forward(self, entity_emb: torch.Tensor, entity_score: torch.Tensor, query_valid: torch.Tensor,
+                frame: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        # entity_emb (B, Nq, D), entity_score (B, Nq), query_valid (B, Nq) bool, frame (B, T, D), regions (B, T, R, D)
         t = frame.shape[1]
         if t > self.max_frames:
             raise ValueError(f"{t} frames exceed the adapter's max_frames={self.max_frames}")
@@ -99,8 +106,8 @@ class ALTAdapter(nn.Module):
         tokens = tokens + self.temporal_pos[:t, None]  # (B, T, 1+R, d)
         context = tokens.flatten(1, 2)  # (B, T*(1+R), d)
         for layer in self.layers:
-            queries = layer(queries, context)
-        return self.proj(self.pool(queries)) + frame.mean(1)  # (B, D)
+            queries = layer(queries, context, query_valid)
+        return self.proj(self.pool(queries, query_valid)) + frame.mean(1)  # (B, D)
 
 
 class TemporalAdapter(nn.Module):

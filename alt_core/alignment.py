@@ -1,9 +1,11 @@
-"""Entity-to-region alignment and query selection (DESIGN §2C).
+"""Entity-to-region alignment and query selection (docs/method.md, "Alignment").
 
 Each region takes one entity of the corpus: a straight-through Gumbel-softmax one-hot while
 training (so gradients reach the region-entity similarity), the argmax at inference. A video's
 queries are the entities with the highest alignment score, aggregated over its frames and
-regions weighted by region size.
+regions weighted by region size. Only entities that some region took can be queries; when fewer
+than N_q were taken, the empty slots are marked invalid and the adapter masks them out.
+Similarity and assignment run in fp32 even under autocast: bf16 rounding flips the argmax.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from torch import nn
 
 @dataclass
 class Alignment:
-    query_index: torch.Tensor  # (B, Nq) entity index of each query
-    query_score: torch.Tensor  # (B, Nq) aggregated alignment score (differentiable in training)
+    query_index: torch.Tensor  # (B, Nq) entity index of each query, strongest first
+    query_score: torch.Tensor  # (B, Nq) aggregated alignment score (differentiable in training); 0 when invalid
+    query_valid: torch.Tensor  # (B, Nq) bool: a region took this entity (False: an empty, masked slot)
     region_entity: torch.Tensor  # (B, T, R) entity assigned to each region
     frames_found: torch.Tensor  # (B, Nq, T) bool: frames where a region took the query's entity
 
@@ -42,27 +45,33 @@ class EntityAligner(nn.Module):
 
     def forward(self, regions: torch.Tensor, sizes: torch.Tensor, entities: torch.Tensor) -> Alignment:
         # regions (B, T, R, D) normalised, sizes (B, T, R), entities (K, D) normalised
-        if entities.shape[0] < self.num_queries:
-            raise ValueError(f"the corpus has {entities.shape[0]} entities, fewer than {self.num_queries} queries")
-        similarity = regions @ entities.T  # (B, T, R, K)
-        logits = similarity / self.similarity_temperature
-        if self.training:
-            assign = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)  # straight-through one-hot
-        else:
-            assign = F.one_hot(logits.argmax(-1), entities.shape[0]).to(similarity.dtype)
-        weight = sizes / sizes.sum(dim=(1, 2), keepdim=True)  # (B, T, R)
-        score = torch.einsum("btr,btrk->bk", weight, assign * similarity)  # (B, K)
-        top_score, top_index = score.detach().topk(self.num_queries, dim=-1)  # (B, Nq)
-        query_score = score.gather(1, top_index)
-        region_entity = assign.argmax(-1)  # (B, T, R)
-        found = region_entity[:, None] == top_index[:, :, None, None]  # (B, Nq, T, R)
-        return Alignment(top_index, query_score, region_entity, found.any(-1))
+        num_entities = entities.shape[0]
+        if num_entities < self.num_queries:
+            raise ValueError(f"the corpus has {num_entities} entities, fewer than {self.num_queries} queries")
+        with torch.autocast(regions.device.type, enabled=False):
+            similarity = regions.float() @ entities.float().T  # (B, T, R, K)
+            logits = similarity / self.similarity_temperature
+            if self.training:
+                assign = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)  # straight-through one-hot
+            else:
+                assign = F.one_hot(logits.argmax(-1), num_entities).float()
+            sizes = sizes.float()
+            weight = sizes / sizes.sum(dim=(1, 2), keepdim=True)  # (B, T, R)
+            score = torch.einsum("btr,btrk->bk", weight, assign * similarity)  # (B, K)
+        region_entity = assign.detach().argmax(-1)  # (B, T, R)
+        taken = F.one_hot(region_entity.flatten(1), num_entities).amax(1).bool()  # (B, K) some region took it
+        ranking = score.detach().masked_fill(~taken, -torch.inf)
+        query_index = ranking.topk(self.num_queries, dim=-1).indices  # (B, Nq): taken entities first
+        query_valid = taken.gather(1, query_index)
+        query_score = score.gather(1, query_index) * query_valid
+        found = region_entity[:, None] == query_index[:, :, None, None]  # (B, Nq, T, R)
+        return Alignment(query_index, query_score, query_valid, region_entity, found.any(-1))
 
 
 def explain(alignment: Alignment, units: list[str], descriptions: list[str], item: int = 0) -> list[EntityExplanation]:
-    """The explanation record of one video in a batch, strongest entity first."""
+    """The explanation record of one video in a batch: the entities its regions took, strongest first."""
     out = []
-    for q in range(alignment.query_index.shape[1]):
+    for q in alignment.query_valid[item].nonzero().flatten().tolist():
         k = int(alignment.query_index[item, q])
         frames = alignment.frames_found[item, q].nonzero().flatten().tolist()
         out.append(EntityExplanation(units[k], descriptions[k], float(alignment.query_score[item, q]), frames))

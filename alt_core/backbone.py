@@ -114,6 +114,17 @@ class Backbone(nn.Module):
                 block.requires_grad_(True)
             visual.ln_post.requires_grad_(True)
             visual.proj.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Frozen parts stay in eval mode whatever the mode: BatchNorm keeps its running statistics, so
+        pixels give the same tokens in training as the decode stage cached."""
+        super().train(mode)
+        for module in self.clip.modules():
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+        return self
 
 
 def _load_builtin(name: str, cfg: dict, pretrained: str | None, random_init: bool) -> nn.Module:

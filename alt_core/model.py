@@ -95,6 +95,11 @@ class ALTModel(nn.Module):
         elif config.adapter == "temporal":
             self.adapter = TemporalAdapter(d, config.width, config.depth, config.heads, config.max_frames)
 
+    def train(self, mode: bool = True) -> ALTModel:
+        super().train(mode)
+        self.backbone.train(mode)  # again after `encoder`, which shares the image tower: frozen parts stay in eval
+        return self
+
     def set_labels(self, labels: list[str]) -> None:
         """Swap the label set (zero-shot): only the class matrix changes."""
         if not labels:
@@ -128,7 +133,7 @@ class ALTModel(nn.Module):
             regions = tokens.regions.float()
             alignment = self.aligner(regions, tokens.sizes.float(), self.entity_embeddings)
             query_emb = self.entity_embeddings[alignment.query_index]  # (B, Nq, D)
-            video = self.adapter(query_emb, alignment.query_score, frame, regions)
+            video = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions)
         return ALTOutput(cosine_logits(video, self.class_embeddings, self.logit_scale), video, alignment)
 
     def forward_views(self, pixels: torch.Tensor) -> ALTOutput:

@@ -1,9 +1,11 @@
 """Region-aware frame embeddings: open_clip's ViT with token merging (ToMe) in every block.
 
 ToMe (Bolya et al., ICLR 2023) merges similar tokens by bipartite soft matching after each
-attention layer. Merged tokens behave as regions: after L blocks a frame has R = N - L*r of them,
-each with a size (how many patches it covers). open_clip has no ToMe, so `ToMeBlock` re-runs the
-weights of an open_clip `ResidualAttentionBlock` with proportional attention and a merge step.
+attention layer. Merged tokens behave as regions: after L blocks a frame has R = N - sum_l r_l of
+them, each with a size (how many patches it covers). As in ToMe, a block merges
+r_l = min(r, (tokens - 1) // 2) pairs, so set A always has r_l tokens besides CLS (`merge_schedule`).
+open_clip has no ToMe, so `ToMeBlock` re-runs the weights of an open_clip `ResidualAttentionBlock`
+with proportional attention and a merge step.
 At r = 0 the output equals open_clip's own forward.
 """
 
@@ -25,10 +27,24 @@ class RegionTokens:
     sizes: torch.Tensor  # (B, R) patches covered by each region
 
 
+def clamped_r(r: int, tokens: int) -> int:
+    """Pairs a block can merge: at most the non-CLS tokens of set A ((tokens - 1) // 2)."""
+    return min(r, (tokens - 1) // 2)
+
+
+def merge_schedule(num_patches: int, layers: int, r: int) -> list[int]:
+    """Pairs merged by each block for a frame of CLS + `num_patches` tokens."""
+    schedule, tokens = [], 1 + num_patches
+    for _ in range(layers):
+        schedule.append(clamped_r(r, tokens))
+        tokens -= schedule[-1]
+    return schedule
+
+
 class BipartiteMerge(nn.Module):
     """Bipartite soft matching: merge the r most similar (A, B) token pairs, weighted by size.
 
-    Token 0 (CLS) sits in set A and is never merged.
+    Token 0 (CLS) sits in set A and is never merged; r is clamped to the other tokens of A.
     """
 
     def __init__(self, r: int):
@@ -37,16 +53,16 @@ class BipartiteMerge(nn.Module):
 
     def forward(self, x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x (B, N, C), size (B, N, 1), keys (B, N, Ck): attention keys averaged over heads
-        if self.r == 0:
+        r = clamped_r(self.r, x.shape[1])
+        if r == 0:
             return x, size
-        b, _, c = x.shape
         metric = F.normalize(keys, dim=-1)
         scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # (B, Na, Nb) cosine
         scores[:, 0, :] = -torch.inf  # protect CLS
         best_score, best_dst = scores.max(dim=-1)  # (B, Na)
         order = best_score.argsort(dim=-1, descending=True)
-        src_idx = order[:, : self.r]  # (B, r) A tokens that merge
-        keep_idx = order[:, self.r:].sort(dim=-1).values  # (B, Na - r) A tokens kept, CLS first
+        src_idx = order[:, :r]  # (B, r) A tokens that merge; CLS scores -inf, so it sorts last
+        keep_idx = order[:, r:].sort(dim=-1).values  # (B, Na - r) A tokens kept, CLS first
         dst_idx = best_dst.gather(1, src_idx)  # (B, r)
 
         def merge(values: torch.Tensor) -> torch.Tensor:
@@ -58,9 +74,7 @@ class BipartiteMerge(nn.Module):
             return torch.cat([kept, dst], dim=1)
 
         merged_size = merge(size)
-        merged_x = merge(x * size) / merged_size
-        assert merged_x.shape[-1] == c and merged_x.shape[0] == b
-        return merged_x, merged_size
+        return merge(x * size) / merged_size, merged_size
 
 
 class ToMeBlock(nn.Module):
@@ -97,14 +111,14 @@ class RegionEncoder(nn.Module):
         super().__init__()
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False):
             raise ValueError("region tokens need a ViT with token pooling (no attentional pooler)")
+        if r < 0:
+            raise ValueError(f"ToMe r must be >= 0, got {r}")
         self.visual = visual
         self.r = r
         grid = visual.grid_size
         self.num_patches = grid[0] * grid[1]
-        layers = len(visual.transformer.resblocks)
-        if self.num_patches - layers * r < 1 or r > self.num_patches // 2:
-            raise ValueError(f"ToMe r={r} is too large for {self.num_patches} patches and {layers} blocks")
-        self.num_regions = self.num_patches - layers * r
+        self.schedule = merge_schedule(self.num_patches, len(visual.transformer.resblocks), r)
+        self.num_regions = self.num_patches - sum(self.schedule)
         self.blocks = nn.ModuleList(ToMeBlock(blk, r) for blk in visual.transformer.resblocks)
 
     def forward(self, images: torch.Tensor) -> RegionTokens:

@@ -151,3 +151,18 @@ def few_shot_ids(video_labels: Iterable[tuple[str, str]], shots: int, seed: int)
 def iterate_rows(batches: Iterator[dict], fmt: ClipFormat, label_index: dict[str, int]) -> Iterator[ClipBatch]:
     for columns in batches:
         yield to_clip_batch(columns, fmt, label_index)
+
+
+NO_DECAY_NAMES = ("logit_scale", "temporal_pos", "positional_embedding", "class_embedding")
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; weight decay only on weight matrices, never on scales, norms,
+    biases or position embeddings (decaying those pulls them towards zero for no regularising gain)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            skip = param.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+            (no_decay if skip else decay).append(param)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)

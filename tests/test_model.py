@@ -1,8 +1,13 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
+from alt_core.adapter import ALTAdapter
 from alt_core.alignment import EntityAligner
-from alt_core.model import ALTConfig
+from alt_core.backbone import load_backbone
+from alt_core.corpus import build_corpus
+from alt_core.model import ALTConfig, ALTModel, FrameTokens
+from alt_core.training import build_optimizer
 from tests.helpers import LABELS, make_model, random_clip
 
 
@@ -44,18 +49,108 @@ def test_argmax_assignment_in_eval_matches_similarity():
     assert torch.equal(a.region_entity, (regions @ entities.T).argmax(-1))
 
 
-def test_gradients_reach_similarity_through_straight_through():
+def test_straight_through_sends_gradient_to_entities_no_region_took():
+    # Forward, a region counts only the entity it took; backward, the straight-through estimator passes the
+    # softmax's gradient to every entity's similarity. A detached argmax one-hot would leave the others at zero.
     torch.manual_seed(0)
-    regions = torch.nn.functional.normalize(torch.randn(2, 3, 5, 8), dim=-1).requires_grad_(True)
-    entities = torch.nn.functional.normalize(torch.randn(10, 8), dim=-1)
-    aligner = EntityAligner(num_queries=3).train()
-    a = aligner(regions, torch.ones(2, 3, 5), entities)
-    assert a.region_entity.shape == (2, 3, 5)
+    regions = F.normalize(torch.randn(1, 2, 3, 8), dim=-1)
+    entities = F.normalize(torch.randn(40, 8), dim=-1).requires_grad_(True)
+    aligner = EntityAligner(num_queries=3, similarity_temperature=0.5).train()
+    a = aligner(regions, torch.ones(1, 2, 3), entities)
     a.query_score.sum().backward()
-    assert regions.grad is not None and regions.grad.abs().sum() > 0
-    # the hard one-hot alone has no gradient: the straight-through estimator is what carries it
-    hard = torch.nn.functional.one_hot((regions @ entities.T).argmax(-1), 10).float()
-    assert not hard.requires_grad
+    untaken = sorted(set(range(40)) - set(a.region_entity.flatten().tolist()))
+    assert untaken, "every entity was taken; pick another seed"
+    assert entities.grad[untaken].abs().sum() > 0
+
+
+def test_only_entities_some_region_took_become_queries(micro_backbone, micro_corpus):
+    model = make_model(micro_backbone, micro_corpus).eval()  # 4 queries
+    entities = model.entity_embeddings
+    taken = [2, 5]
+    regions = entities[[2, 5, 2]][None, None].expand(2, 4, 3, -1).clone()  # (B, T, R, D): regions are entities 2, 5
+    frame = F.normalize(torch.randn(2, 4, entities.shape[1]), dim=-1)
+    out = model(tokens=FrameTokens(frame, regions, torch.ones(2, 4, 3)))
+    a = out.alignment
+    assert a.query_valid.tolist() == [[True, True, False, False]] * 2
+    assert set(a.query_index[:, :2].flatten().tolist()) == set(taken)
+    explanation = model.explain(out)
+    assert sorted(e.unit for e in explanation) == sorted(model.entities[k].unit for k in taken)
+    assert all(e.frames == [0, 1, 2, 3] for e in explanation)
+
+
+def test_masked_query_slots_do_not_change_the_video_embedding():
+    torch.manual_seed(0)
+    adapter = ALTAdapter(embed_dim=16, width=32, depth=2, heads=2, max_frames=4)
+    torch.nn.init.normal_(adapter.proj.weight)  # a trained-looking adapter, not the zero-init identity
+    entity_emb, score = torch.randn(2, 4, 16), torch.rand(2, 4)
+    valid = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    frame, regions = torch.randn(2, 3, 16), torch.randn(2, 3, 5, 16)
+    with torch.no_grad():
+        ref = adapter(entity_emb, score, valid, frame, regions)
+        other = entity_emb.clone()
+        other[~valid] = torch.randn(int((~valid).sum()), 16)
+        out = adapter(other, score, valid, frame, regions)
+    torch.testing.assert_close(out, ref)
+
+
+def test_alignment_is_computed_in_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    regions = F.normalize(torch.randn(2, 8, 48, 32), dim=-1)
+    entities = F.normalize(torch.randn(300, 32), dim=-1)
+    aligner = EntityAligner(num_queries=8).eval()
+    ref = aligner(regions, torch.ones(2, 8, 48), entities)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = aligner(regions, torch.ones(2, 8, 48), entities)
+    assert torch.equal(mixed.region_entity, ref.region_entity)
+    assert torch.equal(mixed.query_index, ref.query_index)
+
+
+def test_weight_decay_skips_scales_norms_biases_and_position_embeddings(micro_backbone, micro_corpus):
+    model = make_model(micro_backbone, micro_corpus, unfreeze_last_blocks=1)
+    try:
+        optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.05)
+        params = dict(model.named_parameters())
+        names = {id(p): n for n, p in params.items()}
+        grouped = {names[id(p)]: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+        assert set(grouped) == {n for n, p in params.items() if p.requires_grad}
+        decayed = {n for n, wd in grouped.items() if wd > 0}
+        assert decayed and all(params[n].ndim >= 2 for n in decayed)
+        assert {"logit_scale", "adapter.temporal_pos", "adapter.proj.bias", "adapter.pool.norm.weight"}.isdisjoint(
+            decayed)
+        assert "adapter.proj.weight" in decayed and "backbone.clip.visual.proj" in decayed
+    finally:
+        micro_backbone.freeze()  # the session fixture is shared
+
+
+@pytest.fixture(scope="module")
+def conv_stem_model():
+    """alt-tiny's architecture (conv stem with BatchNorm), random init: BatchNorm statistics matter here."""
+    torch.manual_seed(0)
+    backbone = load_backbone("alt-tiny", random_init=True)
+    corpus = build_corpus(backbone, LABELS, ["labels"])
+    config = ALTConfig(backbone="alt-tiny", num_queries=4, depth=1, width=32, heads=2, tome_r=4, num_frames=4)
+    return ALTModel(config, backbone, corpus, LABELS)
+
+
+def test_frozen_backbone_stays_in_eval_mode_while_training(conv_stem_model):
+    model = conv_stem_model
+    pixels = random_clip(size=64)
+    with torch.no_grad():
+        cached = model.eval().encode_frames(pixels)  # as the decode stage caches tokens
+    model.train()
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms) and model.adapter.training
+    stats = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    torch.manual_seed(1)
+    from_pixels = model(pixels)
+    torch.manual_seed(1)  # same Gumbel noise for both paths
+    from_tokens = model(tokens=cached)
+    torch.testing.assert_close(from_pixels.logits, from_tokens.logits)
+    optimizer = build_optimizer(model, lr=1e-2, weight_decay=0.05)
+    model.loss(from_pixels, torch.tensor([0, 1])).backward()
+    optimizer.step()
+    for m, (mean, var) in zip(norms, stats, strict=True):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
 
 
 def test_gradients_reach_adapter_when_training(micro_backbone, micro_corpus):

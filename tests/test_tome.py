@@ -33,9 +33,9 @@ def test_region_count_is_n_minus_l_times_r(micro_backbone, r):
     torch.testing.assert_close(out.sizes.sum(-1), torch.full((3,), float(n)))
 
 
-def test_too_large_r_is_rejected(micro_backbone):
-    with pytest.raises(ValueError, match="too large"):
-        RegionEncoder(micro_backbone.clip.visual, r=9)
+def test_negative_r_is_rejected(micro_backbone):
+    with pytest.raises(ValueError, match="r must be >= 0"):
+        RegionEncoder(micro_backbone.clip.visual, r=-1)
 
 
 def test_merge_preserves_size_weighted_mean_and_cls():
@@ -72,3 +72,25 @@ def test_proportional_attention_uses_sizes(micro_backbone):
         block.merge.r = 1  # enables the log(size) bias; merge then joins the two identical tokens
         out, size = block(x, torch.tensor([[[1.0], [1.0], [1.0], [2.0]]]))
     torch.testing.assert_close(out[0, 0], ref[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_merge_never_takes_cls_when_set_a_runs_short():
+    torch.manual_seed(0)
+    x, keys = torch.randn(2, 9, 6), torch.randn(2, 9, 4)  # CLS + 8 tokens: A holds CLS + 4, B holds 4
+    merged, size = BipartiteMerge(r=6)(x, torch.ones(2, 9, 1), keys)
+    assert merged.shape[1] == 9 - 4  # clamped to the 4 non-CLS tokens of A
+    torch.testing.assert_close(merged[:, 0], x[:, 0])
+    assert torch.equal(size[:, 0], torch.ones(2, 1))
+
+
+@pytest.mark.parametrize(("name", "r"), [("alt-micro", 6), ("alt-tiny", 22), ("alt-tiny", 40), ("ViT-B-16", 16)])
+def test_large_r_keeps_cls_and_reports_the_real_region_count(name, r):
+    torch.manual_seed(0)
+    backbone = load_backbone(name, random_init=name.startswith("alt-"))
+    encoder = RegionEncoder(backbone.clip.visual, r=r)
+    with torch.no_grad():
+        out = encoder(torch.randn(2, 3, backbone.image_size, backbone.image_size))
+    assert out.regions.shape[1] == encoder.num_regions == encoder.num_patches - sum(encoder.schedule)
+    assert all(step <= r for step in encoder.schedule) and sum(encoder.schedule) < encoder.num_patches
+    # total size is conserved, so regions covering exactly N patches means CLS (size 1) was never merged
+    torch.testing.assert_close(out.sizes.sum(-1), torch.full((2,), float(encoder.num_patches)))
