@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+from alt_core.config import CONFIG_DIR
+from alt_core.errors import ALTError
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENTITY_TEMPLATES: tuple[str, ...] = ("{}", "a photo of {}.", "a video of {}.")
 
 
-class BackboneError(ValueError):
+class BackboneError(ALTError):
     """A backbone name or weights source that cannot be used; the message says how to fix it."""
 
 

@@ -1,8 +1,9 @@
 """The checkpoint format: a directory loadable without Ray, nothing pickled.
 
 - `model.safetensors`: every tensor except the frozen backbone (named by the config instead);
-- `config.json`: the `ALTConfig`, the corpus hash and entity table, and the format version;
+- `config.json`: the `ALTConfig`, the entity table, provenance, and the format version;
 - `labels.txt`: one class name per line, in logit order.
+Training adds its optimizer state beside them (`train_state.py`); loading ignores it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alt_core.backbone import load_backbone
+from alt_core.config import ALTConfig
 from alt_core.corpus import Entity, EntityCorpus
-from alt_core.model import ALTConfig, ALTModel
+from alt_core.errors import ALTError
+from alt_core.model import ALTModel
 
 FORMAT_VERSION = 1
+FILES = ("model.safetensors", "config.json", "labels.txt")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ALTError):
     """A directory that is not a usable checkpoint; the message says what is missing."""
 
 
-def save_checkpoint(model: ALTModel, directory: str | Path, extra: dict | None = None) -> Path:
+def save_checkpoint(model: ALTModel, directory: str | Path, provenance: dict | None = None) -> Path:
+    """Write the three files; `provenance` (how the model was made: epoch, seed, data...) goes into config.json."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.checkpoint_state().items()}
@@ -33,7 +38,7 @@ def save_checkpoint(model: ALTModel, directory: str | Path, extra: dict | None =
         "format_version": FORMAT_VERSION,
         "model": model.config.to_dict(),
         "entities": [[e.unit, e.description, e.source, list(e.labels)] for e in model.entities],
-        "extra": extra or {},
+        "provenance": provenance or {},
     }
     (directory / "config.json").write_text(json.dumps(config, indent=1))
     (directory / "labels.txt").write_text("\n".join(model.labels) + "\n")
@@ -41,11 +46,18 @@ def save_checkpoint(model: ALTModel, directory: str | Path, extra: dict | None =
 
 
 def read_config(directory: str | Path) -> dict:
+    """config.json of a checkpoint directory, after checking that all its files are there."""
     directory = Path(directory)
-    for name in ("model.safetensors", "config.json", "labels.txt"):
+    for name in FILES:
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory} is not a checkpoint: {name} is missing")
     return json.loads((directory / "config.json").read_text())
+
+
+def checkpoint_labels(directory: str | Path) -> list[str]:
+    """The label set a checkpoint was trained on, in logit order."""
+    read_config(directory)
+    return (Path(directory) / "labels.txt").read_text().splitlines()
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> ALTModel:
@@ -56,9 +68,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     tensors = load_file(str(directory / "model.safetensors"))
     entities = [Entity(u, d, s, tuple(ls)) for u, d, s, ls in raw["entities"]]
     corpus = EntityCorpus(entities, tensors["entity_embeddings"], config.backbone, content_hash=config.corpus_hash)
-    labels = (directory / "labels.txt").read_text().splitlines()
     backbone = load_backbone(config.backbone, config.pretrained, device=device)
-    model = ALTModel(config, backbone, corpus, labels).to(device)
+    model = ALTModel(config, backbone, corpus, checkpoint_labels(directory)).to(device)
     restore_state(model, directory, tensors)
     return model.eval()
 

@@ -1,4 +1,5 @@
-"""The decoded-clip format shared by the decode stage and training (DESIGN §4).
+"""Clip shards: the format the decode stage writes, and every way of reading it (splits, few-shot
+subsets, data hash, batches for the model). Train, evaluate, tune and serve read shards through here.
 
 A clips directory holds Parquet shards `shard-*.parquet`, one row per (video, view):
   video_id, path, label, split, view, and either
@@ -11,16 +12,25 @@ shards lists every input that failed, with path, stage and error.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
-from alt_core.model import FrameTokens
+from alt_core.errors import ALTError
+from alt_core.tome import FrameTokens
+
+
+class ClipDataError(ALTError):
+    """A clips directory that cannot be used as asked; the message says what to decode or pass."""
 
 QUARANTINE_FILE = "quarantine.parquet"
 CLIP_COLUMNS = ("video_id", "path", "label", "split", "view")
@@ -43,7 +53,7 @@ class ClipFormat:
     def from_schema(cls, schema: pa.Schema) -> ClipFormat:
         meta = schema.metadata or {}
         if b"alt_clips" not in meta:
-            raise ValueError("not an ALT clips shard: metadata 'alt_clips' is missing; write it with `alt decode`")
+            raise ClipDataError("not an ALT clips shard: metadata 'alt_clips' is missing; write it with `alt decode`")
         raw = json.loads(meta[b"alt_clips"])
         return cls(raw["kind"], tuple(raw["shape"]), raw.get("backbone"), raw.get("tome_r", 0))
 
@@ -75,11 +85,48 @@ def shard_paths(directory: str | Path) -> list[Path]:
     return sorted(Path(directory).glob("shard-*.parquet"))
 
 
-def read_format(directory: str | Path) -> ClipFormat:
+def existing_shards(directory: str | Path) -> list[Path]:
+    """The shard files of a clips directory; none is a user error."""
     shards = shard_paths(directory)
     if not shards:
-        raise FileNotFoundError(f"no clip shards in {directory}; produce them with `alt decode`")
-    return ClipFormat.from_schema(pq.read_schema(str(shards[0])))
+        raise ClipDataError(f"no clip shards in {directory}; produce them with `alt decode`")
+    return shards
+
+
+def read_format(directory: str | Path) -> ClipFormat:
+    return ClipFormat.from_schema(pq.read_schema(str(existing_shards(directory)[0])))
+
+
+def _split_table(directory: str | Path, splits: Iterable[str], columns: list[str]) -> pa.Table:
+    """Some columns of the rows of some splits, read from the shards without their payload."""
+    dataset = pads.dataset([str(p) for p in existing_shards(directory)], format="parquet")
+    return dataset.to_table(columns=columns, filter=pads.field("split").isin(list(splits)))
+
+
+def split_rows(directory: str | Path, split: str) -> list[tuple[str, str]]:
+    """(video_id, label) of every row of one split."""
+    table = _split_table(directory, [split], ["video_id", "label"])
+    return list(zip(table["video_id"].to_pylist(), table["label"].to_pylist(), strict=True))
+
+
+def data_hash(directory: str | Path, splits: Iterable[str]) -> str:
+    """Identity of the rows of some splits: video ids, labels and views (stable across machines), so results
+    on "the same validation data" can be checked to be on the same data."""
+    table = _split_table(directory, splits, ["video_id", "label", "view"])
+    rows = sorted(zip(*(table[c].to_pylist() for c in ("video_id", "label", "view")), strict=True))
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def few_shot_ids(video_labels: Iterable[tuple[str, str]], shots: int, seed: int) -> set[str]:
+    """K videos per class, chosen by a seeded hash so the subset is stable across runs and machines."""
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for vid, label in sorted(set(video_labels)):
+        by_class[label].append(vid)
+    chosen = set()
+    for vids in by_class.values():
+        ranked = sorted(vids, key=lambda v: hashlib.sha1(f"{seed}:{v}".encode()).hexdigest())
+        chosen.update(ranked[:shots])
+    return chosen
 
 
 def frames_from_bytes(values: list[bytes], fmt: ClipFormat) -> torch.Tensor:
@@ -104,3 +151,38 @@ def tokens_to_arrays(tokens: FrameTokens, item: int) -> tuple[np.ndarray, np.nda
 def read_quarantine(directory: str | Path) -> list[dict]:
     path = Path(directory) / QUARANTINE_FILE
     return pq.read_table(str(path)).to_pylist() if path.exists() else []
+
+
+@dataclass
+class ClipBatch:
+    """A batch as the model takes it: pixels or cached tokens, plus targets and ids."""
+
+    targets: torch.Tensor  # (B,) class index
+    video_ids: list[str]
+    pixels: torch.Tensor | None = None  # (B, T, 3, H, W) uint8
+    tokens: FrameTokens | None = None
+
+    def to(self, device: torch.device | str) -> ClipBatch:
+        tokens = None
+        if self.tokens is not None:
+            t = self.tokens
+            tokens = FrameTokens(t.frame.to(device), t.regions.to(device), t.sizes.to(device))
+        pixels = self.pixels.to(device) if self.pixels is not None else None
+        return ClipBatch(self.targets.to(device), self.video_ids, pixels, tokens)
+
+
+def to_clip_batch(columns: dict, fmt: ClipFormat, label_index: dict[str, int]) -> ClipBatch:
+    """Columns of a shard batch (lists/arrays of values) -> a ClipBatch; labels outside the set raise."""
+    missing = sorted({str(label) for label in columns["label"]} - set(label_index))
+    if missing:
+        raise ClipDataError(f"labels {missing[:5]} are not in the label set; pass the matching --labels file")
+    targets = torch.tensor([label_index[str(label)] for label in columns["label"]])
+    ids = [str(v) for v in columns["video_id"]]
+    if fmt.kind == "frames":
+        return ClipBatch(targets, ids, pixels=frames_from_bytes(list(columns["frames"]), fmt))
+    return ClipBatch(targets, ids, tokens=tokens_from_bytes(list(columns["tokens"]), list(columns["sizes"]), fmt))
+
+
+def clip_batches(batches: Iterator[dict], fmt: ClipFormat, label_index: dict[str, int]) -> Iterator[ClipBatch]:
+    for columns in batches:
+        yield to_clip_batch(columns, fmt, label_index)

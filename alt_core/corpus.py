@@ -1,6 +1,6 @@
 """The offline entity corpus: (unit, description) pairs embedded once with the CLIP text tower.
 
-Sources (DESIGN §2B), merged and de-duplicated by unit:
+Sources (docs/method.md, "Entity corpus"), merged and de-duplicated by unit:
 - "labels": content phrases taken from the action label names;
 - "builtin": generic entities (body parts, common scenes, objects);
 - JSONL files of {"unit", "description", "labels"}, e.g. written offline by an LLM.
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from alt_core.backbone import ENTITY_TEMPLATES, Backbone, BackboneSpec
+from alt_core.errors import ALTError
 
 BUILTIN_ENTITIES: tuple[tuple[str, str], ...] = (
     ("hand", "a human hand"), ("arm", "a human arm"), ("leg", "a human leg"), ("foot", "a human foot"),
@@ -34,7 +35,7 @@ STOP_WORDS = frozenset("a an the of on in at to with and or from by for into ont
 SOURCE_NAMES = ("labels", "builtin")
 
 
-class CorpusError(ValueError):
+class CorpusError(ALTError):
     """A corpus source that cannot be read; the message names the file and line."""
 
 
@@ -161,5 +162,15 @@ def build_corpus(backbone: Backbone, labels: Sequence[str], sources: Sequence[st
 
 
 def backbone_id(spec: BackboneSpec) -> str:
-    """How corpora and cached tokens name the backbone that made them: name and weights."""
-    return f"{spec.name}:{spec.pretrained or 'default'}"
+    """How corpora and cached tokens name the backbone that made them: name and weights (a weights file by
+    its absolute path, so two spellings of one file agree)."""
+    weights = spec.pretrained
+    if weights and Path(weights).is_file():
+        weights = str(Path(weights).resolve())
+    return f"{spec.name}:{weights or 'default'}"
+
+
+def parse_backbone_id(backbone: str) -> tuple[str, str | None]:
+    """(name, pretrained) of a `backbone_id`; None stands for the default weights."""
+    name, _, weights = backbone.partition(":")
+    return name, None if weights in ("", "default") else weights

@@ -15,8 +15,9 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from alt_core.backbone import load_backbone
+from alt_core.config import ALTConfig
 from alt_core.corpus import Entity, EntityCorpus
-from alt_core.model import ALTConfig, ALTModel
+from alt_core.model import ALTModel
 
 _CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 if _CPU_SDPA not in flop_counter.flop_registry:
@@ -42,6 +43,8 @@ class FlopReport:
     frames: int
     views: int
     rows: list[FlopRow]
+    merge_schedule: list[int]  # ToMe pairs merged per block, as clamped
+    regions: int  # region tokens per frame after the last block
 
     @property
     def total_per_view(self) -> int:
@@ -50,7 +53,8 @@ class FlopReport:
     def table(self) -> str:
         head = f"{'part':<12}{'GFLOPs/view':>14}{'GMACs/view':>13}{'GFLOPs/video':>15}{'GMACs/video':>14}"
         lines = [f"{self.config.backbone} with adapter {self.config.adapter}, {self.frames} frames, "
-                 f"{self.views} views, ToMe r={self.config.tome_r} (FLOPs = 2 x multiply-adds)", head]
+                 f"{self.views} views, ToMe r={self.config.tome_r} (merged per block: {self.merge_schedule}; "
+                 f"{self.regions} regions per frame); FLOPs = 2 x multiply-adds", head]
         for row in [*self.rows, FlopRow("total", self.total_per_view)]:
             f = row.flops_per_view / 1e9
             lines.append(f"{row.part:<12}{f:>14.2f}{f / 2:>13.2f}{f * self.views:>15.2f}{f * self.views / 2:>14.2f}")
@@ -84,4 +88,4 @@ def count_flops(config: ALTConfig, frames: int, views: int = 1, num_classes: int
     rows = [FlopRow("backbone", backbone_flops), FlopRow("tome", tome), FlopRow("alignment", align),
             FlopRow("adapter", adapter),
             FlopRow("classifier", total - backbone_flops - tome - align - adapter)]
-    return FlopReport(config, frames, views, rows)
+    return FlopReport(config, frames, views, rows, model.encoder.schedule, model.encoder.num_regions)

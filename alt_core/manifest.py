@@ -1,4 +1,4 @@
-"""Video manifests (DESIGN §4): CSV or Parquet with `path,label[,split]`, or an mmaction2 list.
+"""Video manifests (docs/method.md, "Data formats"): CSV or Parquet with `path,label[,split]`, or an mmaction2 list.
 
 An mmaction2 list holds `relative/path.mp4 label_index` per line and needs a label set: a
 `labels.txt` beside the list or an explicit `labels_file`. Relative video paths resolve against
@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from alt_core.errors import ALTError
+
 REQUIRED_COLUMNS = ("path", "label")
 LABELS_FILE = "labels.txt"
 
 
-class ManifestError(ValueError):
+class ManifestError(ALTError):
     """A manifest or label file that cannot be used; the message names the file (and line)."""
 
 

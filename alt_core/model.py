@@ -1,10 +1,12 @@
-"""ALT and its baselines behind one config field (`adapter`: alt | meanpool | temporal)."""
+"""ALT and its baselines behind one config field (`adapter`: alt | meanpool | temporal).
+
+docs/method.md, "Classifier and loss" and "Baselines".
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,57 +15,10 @@ from torch import nn
 from alt_core.adapter import ALTAdapter, TemporalAdapter, cosine_logits
 from alt_core.alignment import Alignment, EntityAligner, EntityExplanation, explain
 from alt_core.backbone import Backbone
+from alt_core.config import ALTConfig
 from alt_core.corpus import Entity, EntityCorpus
-from alt_core.tome import RegionEncoder
-
-CLASS_TEMPLATES: tuple[str, ...] = ("a video of {}.", "{}", "a photo of {}.")
-AdapterKind = Literal["alt", "meanpool", "temporal"]
-
-
-@dataclass
-class ALTConfig:
-    backbone: str = "alt-tiny"
-    pretrained: str | None = None
-    adapter: AdapterKind = "alt"
-    num_queries: int = 8
-    depth: int = 2
-    width: int = 128
-    heads: int = 4
-    tome_r: int = 0
-    num_frames: int = 8
-    max_frames: int = 32
-    similarity_temperature: float = 0.01
-    gumbel_tau: float = 1.0
-    label_smoothing: float = 0.1
-    unfreeze_last_blocks: int = 0
-    class_templates: tuple[str, ...] = CLASS_TEMPLATES
-    corpus_hash: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.adapter not in ("alt", "meanpool", "temporal"):
-            raise ValueError(f"unknown adapter {self.adapter!r}; choose alt, meanpool or temporal")
-        self.class_templates = tuple(self.class_templates)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ALTConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
-        return cls(**data)
-
-
-@dataclass
-class FrameTokens:
-    """What the frozen image tower produces for a clip; the decode stage can cache it."""
-
-    frame: torch.Tensor  # (B, T, D)
-    regions: torch.Tensor  # (B, T, R, D)
-    sizes: torch.Tensor  # (B, T, R)
+from alt_core.errors import ConfigError
+from alt_core.tome import FrameTokens, RegionEncoder
 
 
 @dataclass
@@ -74,6 +29,9 @@ class ALTOutput:
 
 
 class ALTModel(nn.Module):
+    """Backbone with ToMe regions, then alignment + adapter (or a baseline), then cosine logits against the
+    class text embeddings."""
+
     def __init__(self, config: ALTConfig, backbone: Backbone, corpus: EntityCorpus, labels: list[str]):
         super().__init__()
         self.config = config
@@ -103,7 +61,7 @@ class ALTModel(nn.Module):
     def set_labels(self, labels: list[str]) -> None:
         """Swap the label set (zero-shot): only the class matrix changes."""
         if not labels:
-            raise ValueError("the label set is empty")
+            raise ConfigError("the label set is empty; pass at least one class name")
         self.labels = list(labels)
         self.class_embeddings = self.backbone.embed_text(self.labels, self.config.class_templates).to(
             self.class_embeddings.device)

@@ -1,4 +1,5 @@
-"""Region-aware frame embeddings: open_clip's ViT with token merging (ToMe) in every block.
+"""Region-aware frame embeddings: open_clip's ViT with token merging (ToMe) in every block
+(docs/method.md, "Region-aware frame embeddings").
 
 ToMe (Bolya et al., ICLR 2023) merges similar tokens by bipartite soft matching after each
 attention layer. Merged tokens behave as regions: after L blocks a frame has R = N - sum_l r_l of
@@ -25,6 +26,16 @@ class RegionTokens:
     frame: torch.Tensor  # (B, D) the CLS token
     regions: torch.Tensor  # (B, R, D)
     sizes: torch.Tensor  # (B, R) patches covered by each region
+
+
+@dataclass
+class FrameTokens:
+    """Region tokens of every frame of a clip: what the frozen image tower produces, and what the decode
+    stage caches so that training never touches pixels again."""
+
+    frame: torch.Tensor  # (B, T, D)
+    regions: torch.Tensor  # (B, T, R, D)
+    sizes: torch.Tensor  # (B, T, R)
 
 
 def clamped_r(r: int, tokens: int) -> int:

@@ -1,52 +1,21 @@
-"""Framework-free training pieces: batches from clip shards, one epoch, evaluation, few-shot subsets.
+"""Framework-free training pieces: the optimizer, the learning-rate schedule, one epoch, scoring
+(docs/method.md, "What trains").
 
-The Ray Train loop (pipelines/train.py) and evaluation (pipelines/evaluate.py) call these, so the
-math is the same whether a run is distributed or not.
+The Ray Train loop (pipelines/train.py), tuning and evaluation call these, so the math is the same
+whether a run is distributed or not.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from alt_core.clips import ClipFormat, frames_from_bytes, tokens_from_bytes
-from alt_core.model import ALTModel, ALTOutput, FrameTokens
-
-
-@dataclass
-class ClipBatch:
-    """A batch as the model takes it: pixels or cached tokens, plus targets and ids."""
-
-    targets: torch.Tensor  # (B,) class index
-    video_ids: list[str]
-    pixels: torch.Tensor | None = None  # (B, T, 3, H, W) uint8
-    tokens: FrameTokens | None = None
-
-    def to(self, device: torch.device | str) -> ClipBatch:
-        tokens = None
-        if self.tokens is not None:
-            t = self.tokens
-            tokens = FrameTokens(t.frame.to(device), t.regions.to(device), t.sizes.to(device))
-        pixels = self.pixels.to(device) if self.pixels is not None else None
-        return ClipBatch(self.targets.to(device), self.video_ids, pixels, tokens)
-
-
-def to_clip_batch(columns: dict, fmt: ClipFormat, label_index: dict[str, int]) -> ClipBatch:
-    """Columns of a shard batch (lists/arrays of values) -> a ClipBatch; unknown labels raise."""
-    missing = sorted({str(label) for label in columns["label"]} - set(label_index))
-    if missing:
-        raise ValueError(f"labels {missing[:5]} are not in the label set; pass the matching --labels file")
-    targets = torch.tensor([label_index[str(label)] for label in columns["label"]])
-    ids = [str(v) for v in columns["video_id"]]
-    if fmt.kind == "frames":
-        return ClipBatch(targets, ids, pixels=frames_from_bytes(list(columns["frames"]), fmt))
-    return ClipBatch(targets, ids, tokens=tokens_from_bytes(list(columns["tokens"]), list(columns["sizes"]), fmt))
+from alt_core.clips import ClipBatch
+from alt_core.model import ALTModel, ALTOutput
 
 
 def forward(model: torch.nn.Module, batch: ClipBatch) -> ALTOutput:
@@ -136,27 +105,11 @@ def confusion_matrix(logits: dict[str, torch.Tensor], targets: dict[str, int], n
     return matrix
 
 
-def few_shot_ids(video_labels: Iterable[tuple[str, str]], shots: int, seed: int) -> set[str]:
-    """K videos per class, chosen by a seeded hash so the subset is stable across runs and machines."""
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for vid, label in sorted(set(video_labels)):
-        by_class[label].append(vid)
-    chosen = set()
-    for vids in by_class.values():
-        ranked = sorted(vids, key=lambda v: hashlib.sha1(f"{seed}:{v}".encode()).hexdigest())
-        chosen.update(ranked[:shots])
-    return chosen
-
-
-def iterate_rows(batches: Iterator[dict], fmt: ClipFormat, label_index: dict[str, int]) -> Iterator[ClipBatch]:
-    for columns in batches:
-        yield to_clip_batch(columns, fmt, label_index)
-
-
 NO_DECAY_NAMES = ("logit_scale", "temporal_pos", "positional_embedding", "class_embedding")
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; weight decay only on weight matrices, never on scales, norms,
     biases or position embeddings (decaying those pulls them towards zero for no regularising gain)."""
     decay, no_decay = [], []
@@ -165,4 +118,4 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> t
             skip = param.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
             (no_decay if skip else decay).append(param)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)

@@ -12,8 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from alt_core.errors import ALTError
 
-class VideoDecodeError(RuntimeError):
+
+class VideoDecodeError(ALTError):
     """A video that cannot be decoded; the message names the file and the cause."""
 
 

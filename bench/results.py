@@ -26,7 +26,7 @@ from train_throughput import measure
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
 from alt_core.backbone import WEIGHTS_DIR
-from alt_core.synth import generate_synth_actions
+from alt_core.synthetic.synth import generate_synth_actions
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
@@ -79,8 +79,8 @@ def class_separation(labels_file: Path) -> dict:
     """How far apart the frozen text tower puts the seen class names: mean cosine of same-shape pairs
     (which differ only in their motion words) and of different-shape pairs."""
     from alt_core.backbone import load_backbone
+    from alt_core.config import CLASS_TEMPLATES
     from alt_core.manifest import read_labels
-    from alt_core.model import CLASS_TEMPLATES
 
     labels = read_labels(labels_file)
     emb = load_backbone("alt-tiny").embed_text(labels, CLASS_TEMPLATES)

@@ -15,7 +15,7 @@ import time
 
 from machine import cpu_model
 
-from alt_core.synth import all_classes, generate_synth_actions
+from alt_core.synthetic.synth import all_classes, generate_synth_actions
 
 FRAMES, SIZE = 16, 64
 

@@ -19,10 +19,12 @@ import torch
 from machine import torch_machine  # bench/ is the script's directory
 
 from alt_core.backbone import load_backbone
+from alt_core.config import ALTConfig
 from alt_core.corpus import build_corpus
 from alt_core.flops import count_flops
-from alt_core.model import ALTConfig, ALTModel, FrameTokens
-from alt_core.synth import render_clip, sample_clip_spec, split_classes
+from alt_core.model import ALTModel
+from alt_core.synthetic.synth import render_clip, sample_clip_spec, split_classes
+from alt_core.tome import FrameTokens
 
 
 def synth_pixels(labels: list[str], batch: int, frames: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:

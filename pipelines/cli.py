@@ -1,44 +1,98 @@
-"""The `alt` command line: thin typer commands over library functions that tests call directly."""
+"""The `alt` command line: thin typer commands over library functions that tests call directly.
+
+Settings dataclasses (`ALTConfig`, `TrainConfig`, `DecodeSpec`, `PretrainConfig`) become options through
+`settings_options`: one option per field, with the field's default and help, so no default or bound
+is restated here.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 
 import typer
+
+from alt_core.config import ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="ALT (Align before Adapt) video action recognition on Ray.")
 backbone_app = typer.Typer(no_args_is_help=True, help="Make and probe the tiny CLIP backbone.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets.")
-app.add_typer(backbone_app, name="backbone")
 corpus_app = typer.Typer(no_args_is_help=True, help="The offline entity corpus.")
+app.add_typer(backbone_app, name="backbone")
 app.add_typer(data_app, name="data")
 app.add_typer(corpus_app, name="corpus")
 
 
+@app.callback()
+def main_options(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                              help="also show Ray's and MLflow's own logs")) -> None:
+    """ALT (Align before Adapt) video action recognition on Ray."""
+    from pipelines.console import setup_logging
+
+    setup_logging(verbose)
+
+
+def settings_options(**settings: tuple[type, tuple[str, ...]]):
+    """Give a command one option per field of each settings dataclass; the command receives the built
+    dataclasses under the given argument names. `settings` maps argument name -> (class, fields left out)."""
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name not in settings]
+        added, owners = [], {}
+        for argument, (cls, excluded) in settings.items():
+            hints = typing.get_type_hints(cls)
+            for f in fields(cls):
+                if f.name in excluded or not f.metadata.get("cli", True):
+                    continue
+                annotation = hints[f.name]
+                if typing.get_origin(annotation) is typing.Literal:
+                    annotation = str
+                names = [f.metadata["flag"]] if f.metadata.get("flag") else []
+                option = typer.Option(f.default, *names, help=f.metadata.get("help"))
+                added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                               annotation=annotation))
+                owners[f.name] = argument
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values: dict[str, dict] = {argument: {} for argument in settings}
+            for name, argument in owners.items():
+                values[argument][name] = kwargs.pop(name)
+            built = {argument: settings[argument][0](**values[argument]) for argument in settings}
+            return command(**kwargs, **built)
+
+        wrapper.__signature__ = signature.replace(parameters=own + added)
+        return wrapper
+
+    return decorate
+
+
+FROM_DATA = ("tome_r", "num_frames")  # training reads these from the decoded clips
+
+
+def _echo_json(payload: dict) -> None:
+    typer.echo(json.dumps(payload, indent=1, default=str))
+
+
 @app.command()
+@settings_options(config=(ALTConfig, ("pretrained",)))
 def flops(
-    backbone: str = typer.Option("ViT-B-16", help="open_clip model name or alt-tiny"),
-    frames: int = typer.Option(8, min=1),
+    config,
     views: int = typer.Option(1, min=1, help="temporal clips x spatial crops"),
-    adapter: str = typer.Option("alt", help="alt | meanpool | temporal"),
-    num_queries: int = typer.Option(8, min=1),
-    depth: int = typer.Option(2, min=0),
-    width: int = typer.Option(512, min=8),
-    heads: int = typer.Option(8, min=1),
-    tome_r: int = typer.Option(0, min=0, help="tokens merged per block"),
     classes: int = typer.Option(400, min=1),
     entities: int = typer.Option(1000, min=1),
 ) -> None:
     """Compute accounting: GFLOPs and GMACs per view and per video, by part."""
     from alt_core.flops import count_flops
-    from alt_core.model import ALTConfig
 
-    config = ALTConfig(backbone=backbone, adapter=adapter, num_queries=num_queries, depth=depth, width=width,
-                       heads=heads, tome_r=tome_r, num_frames=frames, max_frames=max(32, frames))
-    typer.echo(count_flops(config, frames, views, classes, entities).table())
+    typer.echo(count_flops(config, config.num_frames, views, classes, entities).table())
 
 
 @app.command()
@@ -54,29 +108,22 @@ def predict(
     from alt_core.checkpoint import load_checkpoint
     from alt_core.predict import predict_video
 
-    model = load_checkpoint(checkpoint)
-    result = predict_video(model, video, top_k, clips, crops)
+    result = predict_video(load_checkpoint(checkpoint), video, top_k, clips, crops)
     typer.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.text())
 
 
 @backbone_app.command("pretrain")
+@settings_options(config=(PretrainConfig, ()))
 def backbone_pretrain(
+    config,
     out: Path = typer.Option(..., help="output directory"),
-    arch: str = typer.Option("alt-tiny"),
-    steps: int = typer.Option(2000, min=1),
-    batch_size: int = typer.Option(256, min=2),
-    lr: float = typer.Option(1e-3),
     budget_s: float = typer.Option(None, help="stop this call after S seconds (resume later)"),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
-    seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue from OUT/state"),
 ) -> None:
     """Contrastive pretraining of a tiny CLIP on generated scenes; writes weights and a model card."""
-    from alt_core.pretrain import PretrainConfig, pretrain
+    from alt_core.synthetic.pretrain import pretrain
 
-    cfg = PretrainConfig(arch=arch, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
-    card = pretrain(out, cfg, budget_s=budget_s, resume=resume)
-    typer.echo(json.dumps(card, indent=1))
+    _echo_json(pretrain(out, config, budget_s=budget_s, resume=resume))
 
 
 @backbone_app.command("eval")
@@ -88,11 +135,10 @@ def backbone_eval(
 ) -> None:
     """Zero-shot probe on freshly generated held-out scenes."""
     from alt_core.backbone import load_backbone
-    from alt_core.probe import probe_backbone
+    from alt_core.synthetic.probe import probe_backbone
 
     result = probe_backbone(load_backbone(backbone, pretrained), num_images=images)
-    typer.echo(json.dumps(result, indent=1) if as_json else
-               "\n".join(f"{k:<28}{v}" for k, v in result.items()))
+    typer.echo(json.dumps(result, indent=1) if as_json else "\n".join(f"{k:<28}{v}" for k, v in result.items()))
 
 
 @data_app.command("synth")
@@ -106,11 +152,10 @@ def data_synth(
     workers: int = typer.Option(2, min=1),
 ) -> None:
     """Generate SynthActions: mp4 videos, manifest, seen/novel label files, few-shot lists."""
-    from alt_core.synth import generate_synth_actions
+    from alt_core.synthetic.synth import generate_synth_actions
 
-    summary = generate_synth_actions(out, seed=seed, classes=classes or None, videos_per_class=videos_per_class,
-                                     frames=frames, size=size, workers=workers)
-    typer.echo(json.dumps(summary, indent=1, default=str))
+    _echo_json(generate_synth_actions(out, seed=seed, classes=classes or None, videos_per_class=videos_per_class,
+                                      frames=frames, size=size, workers=workers))
 
 
 @corpus_app.command("build")
@@ -127,73 +172,52 @@ def corpus_build(
     """Ray Data: gather entities, embed them with the CLIP text tower, write Parquet."""
     from pipelines.corpus import build_corpus_dataset
 
-    summary = build_corpus_dataset(labels, source, backbone, pretrained, out, force=force, num_actors=actors,
-                                   use_gpu=gpu)
-    typer.echo(json.dumps(summary, indent=1, default=str))
+    _echo_json(build_corpus_dataset(labels, source, backbone, pretrained, out, force=force, num_actors=actors,
+                                    use_gpu=gpu))
 
 
 @app.command()
+@settings_options(spec=(DecodeSpec, ()))
 def decode(
+    spec,
     manifest: Path = typer.Option(..., help="CSV/Parquet (path,label[,split]) or mmaction2 list"),
     out: Path = typer.Option(..., help="output directory of clip shards"),
-    frames: int = typer.Option(8, min=1),
-    clips: int = typer.Option(1, min=1, help="temporal views for non-train splits"),
-    crops: int = typer.Option(1, min=1, help="spatial crops for non-train splits"),
-    train_clips: int = typer.Option(1, min=1, help="randomly sampled clips per train video"),
-    size: int = typer.Option(64, min=8),
-    cache_tokens: bool = typer.Option(False, help="store frozen-backbone region tokens instead of frames"),
-    backbone: str = typer.Option(None, help="backbone for --cache-tokens"),
-    pretrained: str = typer.Option(None),
-    tome_r: int = typer.Option(0, min=0),
-    shard_size: int = typer.Option(64, min=1),
-    workers: int = typer.Option(2, min=1),
-    seed: int = typer.Option(0),
+    shard_size: int = typer.Option(None, help="videos per shard (default: ~4 shards per worker, at most 64)"),
+    workers: int = typer.Option(None, help="decoder actors (default: one per CPU of the cluster)"),
     labels_file: Path = typer.Option(None, help="class names of an mmaction2 list manifest"),
     split: list[str] = typer.Option(None, help="decode only these splits (repeat the flag)"),
 ) -> None:
     """Ray Data: sample and decode frames (or cache region tokens), quarantining bad videos."""
     from pipelines.decode import decode_manifest
 
-    summary = decode_manifest(manifest, out, frames=frames, clips=clips, crops=crops, size=size, seed=seed,
-                              train_clips=train_clips, cache_tokens=cache_tokens, backbone=backbone,
-                              pretrained=pretrained, tome_r=tome_r, shard_size=shard_size, num_workers=workers,
-                              splits=split or None, labels_file=labels_file)
-    typer.echo(json.dumps(summary, indent=1, default=str))
+    summary = decode_manifest(manifest, out, spec, shard_size=shard_size, workers=workers, splits=split or None,
+                              labels_file=labels_file)
+    _echo_json({k: summary[k] for k in ("inputs", "videos_ok", "quarantined", "rows", "shards", "out", "seconds")})
 
 
 @app.command("train")
+@settings_options(model=(ALTConfig, FROM_DATA), schedule=(TrainConfig, ()))
 def train_cmd(
+    model,
+    schedule,
     data: Path = typer.Option(..., help="clip shards from `alt decode`"),
     corpus: Path = typer.Option(..., help="corpus .parquet from `alt corpus build`"),
     out: Path = typer.Option(..., help="run directory"),
     labels: Path = typer.Option(None, help="label set (default: labels of the train split)"),
-    adapter: str = typer.Option("alt", help="alt | meanpool | temporal"),
-    num_queries: int = typer.Option(8, min=1),
-    depth: int = typer.Option(2, min=0),
-    width: int = typer.Option(128, min=8),
-    heads: int = typer.Option(4, min=1),
-    epochs: int = typer.Option(10, min=1),
-    lr: float = typer.Option(1e-3, help="peak learning rate; cosine decay over the epochs"),
-    batch_size: int = typer.Option(32, min=1),
-    workers: int = typer.Option(1, min=1),
-    gpu: bool = typer.Option(False),
-    shots: int = typer.Option(None, min=1, help="few-shot: K train videos per class"),
-    seed: int = typer.Option(0),
-    resume: bool = typer.Option(False),
+    workers: int = typer.Option(1, min=1, help="DDP workers"),
+    gpu: bool = typer.Option(False, help="one GPU per worker"),
+    resume: bool = typer.Option(False, help="continue the run in OUT"),
     tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: sqlite under OUT)"),
-    max_failures: int = typer.Option(2, min=0),
-    backbone: str = typer.Option("alt-tiny", help="backbone when training from pixels"),
-    pretrained: str = typer.Option(None),
+    max_failures: int = typer.Option(2, min=0, help="worker-group restarts before giving up"),
 ) -> None:
     """Ray Train: train the alignment + adapter with DDP, checkpoint every epoch, log to MLflow."""
-    from pipelines.train import TrainOptions, train
+    from pipelines.train import TrainJob, train
 
-    opts = TrainOptions(data=str(data), corpus=str(corpus), out=str(out), labels=str(labels) if labels else None,
-                        adapter=adapter, num_queries=num_queries, depth=depth, width=width, heads=heads,
-                        epochs=epochs, lr=lr, batch_size=batch_size, workers=workers, gpu=gpu, shots=shots,
-                        seed=seed, resume=resume, tracking_uri=tracking_uri, max_failures=max_failures,
-                        backbone=backbone, pretrained=pretrained)
-    typer.echo(json.dumps(train(opts), indent=1, default=str))
+    job = TrainJob(data=str(data), corpus=str(corpus), out=str(out), model=model, train=schedule,
+                   labels=str(labels) if labels else None, workers=workers, gpu=gpu, resume=resume,
+                   tracking_uri=tracking_uri, max_failures=max_failures)
+    summary = train(job)
+    _echo_json({k: summary[k] for k in ("checkpoint", "best", "run_id", "model_version", "tracking_uri", "seconds")})
 
 
 @app.command("eval")
@@ -208,8 +232,7 @@ def eval_cmd(
     """Top-1/top-5 with multi-view averaging; supervised, zero-shot or few-shot protocol."""
     from pipelines.evaluate import evaluate
 
-    report = evaluate(checkpoint, data, labels=labels, splits=tuple(split), workers=workers, out=out)
-    typer.echo(json.dumps(report, indent=1))
+    _echo_json(evaluate(checkpoint, data, labels=labels, splits=tuple(split), workers=workers, out=out))
 
 
 @app.command()
@@ -221,18 +244,19 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="working directory")) 
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, not a traceback."""
-    from alt_core.backbone import BackboneError
-    from alt_core.checkpoint import CheckpointError
-    from alt_core.corpus import CorpusError
-    from alt_core.video import VideoDecodeError
+    """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
+    from alt_core.errors import ALTError
+    from pipelines.console import log_file
 
     try:
         app()
-    except (BackboneError, CheckpointError, CorpusError, VideoDecodeError, FileNotFoundError,
-            FileExistsError, ValueError) as err:
+    except ALTError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except Exception:
+        if log_file():
+            typer.echo(f"(library logs: {log_file()})", err=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Ray Data stage: the offline entity corpus (DESIGN §2B), embedded by a pool of CLIP text-tower actors.
+"""Ray Data stage: the offline entity corpus (docs/method.md, "Entity corpus"), embedded by a pool of CLIP
+text-tower actors.
 
 Gathering is cheap and runs in the driver; embedding is the expensive part, so the entity rows
 go through `map_batches` on actors that each load the backbone once. The file is identified by
@@ -7,6 +8,7 @@ go through `map_batches` on actors that each load the backbone once. The file is
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,9 @@ from ray.data import ActorPoolStrategy
 from alt_core.backbone import ENTITY_TEMPLATES, BackboneSpec, load_backbone
 from alt_core.corpus import CorpusError, EntityCorpus, backbone_id, corpus_hash, gather_entities
 from alt_core.manifest import read_labels
+from pipelines.console import ensure_ray
+
+logger = logging.getLogger(__name__)
 
 
 class EmbedActor:
@@ -73,13 +78,13 @@ def build_corpus_dataset(
     summary = {"entities": len(entities), "content_hash": content_hash, "out": str(out), "backbone": expected_id,
                "sources": list(sources)}
     if out.is_file() and not force and stored_hash(out) == content_hash:
+        logger.info(f"corpus: {out} already holds these {len(entities)} entities (hash {content_hash}); skipped")
         return {**summary, "skipped": True, "seconds": time.perf_counter() - start}
 
     # Load once here too, so a bad name or weights file fails with the loader's message, not in an actor.
     if backbone_id(load_backbone(backbone, pretrained).spec) != expected_id:
         raise RuntimeError(f"backbone {backbone!r} does not report the id {expected_id!r} the hash was made with")
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     rows = [{"index": i, "description": e.description} for i, e in enumerate(entities)]
     ds = ray.data.from_items(rows).map_batches(
         EmbedActor,
@@ -104,5 +109,7 @@ def build_corpus_dataset(
     tmp = out.with_name(out.name + ".tmp")
     corpus.save(tmp)
     tmp.replace(out)  # readers never see a half-written corpus
+    logger.info(f"corpus: {len(entities)} entities embedded with {expected_id} in "
+                f"{time.perf_counter() - start:.1f} s -> {out} (hash {content_hash})")
     return {**summary, "skipped": False, "seconds": time.perf_counter() - start,
             "embedding_dim": int(embeddings.shape[1])}

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,34 +27,21 @@ import pyarrow.parquet as pq
 import ray
 import torch
 from ray.data import ActorPoolStrategy
+from tqdm import tqdm
 
-from alt_core.clips import QUARANTINE_FILE, ClipFormat, tokens_to_arrays, write_shard
+from alt_core.clips import QUARANTINE_FILE, ClipFormat, read_quarantine, tokens_to_arrays, write_shard
+from alt_core.config import DecodeSpec
 from alt_core.corpus import backbone_id
-from alt_core.manifest import ManifestRow, read_manifest
-from alt_core.model import FrameTokens
+from alt_core.errors import ALTError, ConfigError
+from alt_core.manifest import ManifestError, ManifestRow, read_manifest
+from alt_core.tome import FrameTokens
 from alt_core.video import open_video, read_frames, resize_crops, test_clip_indices, train_indices
+from pipelines.console import ensure_ray
+
+logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "decode.json"
 QUARANTINE_SCHEMA = pa.schema([("path", pa.string()), ("stage", pa.string()), ("error", pa.string())])
-
-
-@dataclass(frozen=True)
-class DecodeSpec:
-    """What determines a shard's contents; a resumed run must match the one that wrote the shards."""
-
-    frames: int = 8
-    clips: int = 1
-    crops: int = 1
-    size: int = 64
-    train_clips: int = 1
-    seed: int = 0
-    cache_tokens: bool = False
-    backbone: str | None = None
-    pretrained: str | None = None
-    tome_r: int = 0
-
-    def views(self, split: str) -> int:
-        return self.train_clips if split == "train" else self.clips * self.crops
 
 
 def video_id(path: str) -> str:
@@ -154,110 +143,111 @@ def clip_format(spec: DecodeSpec) -> ClipFormat:
     """The shards' format; loads the backbone once here so bad names, weights, sizes or r fail early."""
     if not spec.cache_tokens:
         return ClipFormat("frames", (spec.frames, spec.size, spec.size, 3))
-    if not spec.backbone:
-        raise ValueError("caching tokens needs a backbone; pass --backbone NAME (and --pretrained FILE)")
     from alt_core.backbone import load_backbone
     from alt_core.tome import RegionEncoder
 
     backbone = load_backbone(spec.backbone, spec.pretrained)
     if spec.size != backbone.image_size:
-        raise ValueError(f"--size {spec.size} differs from backbone {spec.backbone}'s input size "
-                         f"{backbone.image_size}; pass --size {backbone.image_size} to cache tokens")
+        raise ConfigError(f"--size {spec.size} differs from backbone {spec.backbone}'s input size "
+                          f"{backbone.image_size}; pass --size {backbone.image_size} to cache tokens")
     regions = RegionEncoder(backbone.clip.visual, spec.tome_r).num_regions
     return ClipFormat("tokens", (spec.frames, 1 + regions, backbone.embed_dim), backbone_id(backbone.spec), spec.tome_r)
 
 
+def _previous_params(out: Path) -> dict | None:
+    """The parameters of the run that wrote `out`, if any (a rerun resumes it)."""
+    summary = out / SUMMARY_FILE
+    return json.loads(summary.read_text()).get("params") if summary.is_file() else None
+
+
 def _check_resume(out: Path, params: dict) -> None:
     """Refuse to mix shards of different inputs or parameters in one directory."""
-    summary = out / SUMMARY_FILE
-    if summary.is_file() and json.loads(summary.read_text()).get("params") != params:
-        raise ValueError(f"{out} holds shards decoded from other inputs or parameters (see {summary}); "
-                         "use a new --out directory or delete this one")
+    previous = _previous_params(out)
+    if previous is not None and previous != params:
+        raise ALTError(f"{out} holds shards decoded from other inputs or parameters (see {out / SUMMARY_FILE}); "
+                       "use a new --out directory or delete this one")
 
 
-def decode_manifest(
-    manifest: str | Path,
-    out: str | Path,
-    frames: int = 8,
-    clips: int = 1,
-    crops: int = 1,
-    size: int = 64,
-    train_clips: int = 1,
-    seed: int = 0,
-    cache_tokens: bool = False,
-    backbone: str | None = None,
-    pretrained: str | None = None,
-    tome_r: int = 0,
-    shard_size: int = 64,
-    num_workers: int = 2,
-    splits: Sequence[str] | None = None,
-    progress: bool = True,
-    labels_file: str | Path | None = None,
-    default_split: str = "test",
-) -> dict:
+def default_workers() -> int:
+    """One decoder per CPU of the cluster (this machine's when no cluster runs yet)."""
+    cpus = ray.cluster_resources().get("CPU") if ray.is_initialized() else os.cpu_count()
+    return max(1, int(cpus or 1))
+
+
+def default_shard_size(videos: int, workers: int) -> int:
+    """About four shards per worker, so the pool stays full to the end, and at most 64 videos a shard."""
+    return max(1, min(64, math.ceil(videos / (4 * workers))))
+
+
+def decode_manifest(manifest: str | Path, out: str | Path, spec: DecodeSpec = DecodeSpec(), *,
+                    shard_size: int | None = None, workers: int | None = None,
+                    splits: Sequence[str] | None = None, labels_file: str | Path | None = None,
+                    default_split: str = "test") -> dict:
     """Decode every video of `manifest` into clip shards under `out`; resumable; returns the summary.
 
+    workers / shard_size: default to one decoder per CPU and ~4 shards per decoder.
     labels_file / default_split: for mmaction2 lists (see alt_core.manifest.read_manifest).
     splits: keep only these splits (None: all).
     """
     start = time.perf_counter()
-    if min(frames, clips, crops, size, train_clips, shard_size, num_workers) < 1 or tome_r < 0:
-        raise ValueError("frames, clips, crops, size, train_clips, shard_size and num_workers must be >= 1, "
-                         "tome_r >= 0")
+    if (shard_size is not None and shard_size < 1) or (workers is not None and workers < 1):
+        raise ConfigError("--shard-size and --workers must be >= 1")
     manifest, out = Path(manifest).absolute(), Path(out).absolute()
     rows = read_manifest(manifest, labels_file, default_split)
     if splits is not None:
         keep = set(splits)
         rows = [r for r in rows if r.split in keep]
         if not rows:
-            raise ValueError(f"manifest {manifest} has no rows in splits {list(splits)}")
-    spec = DecodeSpec(frames, clips, crops, size, train_clips, seed, cache_tokens, backbone if cache_tokens else None,
-                      pretrained if cache_tokens else None, tome_r if cache_tokens else 0)
-    rows_hash = hashlib.sha1(json.dumps([asdict(r) for r in rows]).encode()).hexdigest()[:16]
-    params = {**asdict(spec), "manifest": str(manifest), "rows_hash": rows_hash, "shard_size": shard_size}
+            raise ManifestError(f"manifest {manifest} has no rows in splits {list(splits)}")
     fmt = clip_format(spec)
+    ensure_ray()
+    workers = workers or default_workers()
+    # a rerun keeps the shard size that wrote the existing shards, whatever the cluster's size is now
+    shard_size = shard_size or (_previous_params(out) or {}).get("shard_size") or default_shard_size(len(rows),
+                                                                                                     workers)
+    rows_hash = hashlib.sha1(json.dumps([asdict(r) for r in rows]).encode()).hexdigest()[:16]
+    params = {**spec.identity(), "manifest": str(manifest), "rows_hash": rows_hash, "shard_size": shard_size}
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, params)
     (out / SUMMARY_FILE).write_text(json.dumps({"status": "running", "params": params}, indent=1) + "\n")
 
     # Deal videos to shards in a seeded random order, so every shard mixes classes: training reads shards
     # through a bounded shuffle buffer, and a class-sorted manifest would feed it one class at a time.
-    rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
+    rows = [rows[i] for i in np.random.default_rng(spec.seed).permutation(len(rows))]
     shards = [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
     todo = [i for i in range(len(shards)) if not (shard_file(out, i).is_file() and quarantine_file(out, i).is_file())]
-    if progress:
-        print(f"decode: {len(rows)} videos in {len(shards)} shards, {len(shards) - len(todo)} already done",
-              file=sys.stderr, flush=True)
+    logger.info(f"decode: {len(rows)} videos in {len(shards)} shards ({len(shards) - len(todo)} already done), "
+                f"{min(workers, max(len(todo), 1))} decoder(s), {fmt.kind} into {out}")
     decode_start, worker_seconds = time.perf_counter(), 0.0
     if todo:
-        if not ray.is_initialized():
-            ray.init()
         items = [{"shard": i, "paths": [r.path for r in shards[i]], "labels": [r.label for r in shards[i]],
                   "splits": [r.split for r in shards[i]]} for i in todo]
         ds = ray.data.from_items(items).map_batches(
             ShardDecoder, fn_constructor_kwargs={"out": str(out), "spec": spec, "fmt": fmt},
-            compute=ActorPoolStrategy(size=min(num_workers, len(todo))), batch_size=1)
-        for done, result in enumerate(ds.iter_rows(), start=1):
-            worker_seconds += result["seconds"]
-            if progress:
-                errors = json.loads(result["errors"])
-                print(f"decode: shard {result['shard']} done ({done}/{len(todo)}): {result['videos']} videos, "
-                      f"{result['rows']} rows, {result['quarantined']} quarantined"
-                      + (f" - first error: {errors[0]}" if errors else ""), file=sys.stderr, flush=True)
+            compute=ActorPoolStrategy(size=min(workers, len(todo))), batch_size=1)
+        with tqdm(total=len(todo), desc="decode", unit="shard", disable=not sys.stderr.isatty(),
+                  leave=False) as bar:
+            for result in ds.iter_rows():
+                worker_seconds += result["seconds"]
+                bar.update()
+                logger.debug(f"decode: shard {result['shard']}: {result['videos']} videos, {result['rows']} rows, "
+                             f"{result['quarantined']} quarantined {json.loads(result['errors'])[:1]}")
     decode_seconds = time.perf_counter() - decode_start
 
     summary = _tally(out, len(shards))
     if summary["inputs"] != len(rows):
         raise RuntimeError(f"shards account for {summary['inputs']} inputs, the manifest has {len(rows)}")
     summary.update(manifest=str(manifest), out=str(out), shards=len(shards), shards_written=len(todo),
-                   shards_skipped=len(shards) - len(todo), params=params, format=asdict(fmt),
+                   shards_skipped=len(shards) - len(todo), workers=workers, params=params, format=asdict(fmt),
                    decode_seconds=decode_seconds, worker_seconds=worker_seconds, seconds=time.perf_counter() - start,
                    videos_per_s=summary["videos_ok"] / decode_seconds if todo and decode_seconds > 0 else None)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
-    if progress:
-        print(f"decode: {summary['videos_ok']} videos -> {summary['rows']} rows, {summary['quarantined']} "
-              f"quarantined, in {summary['seconds']:.1f}s; summary in {out / SUMMARY_FILE}", file=sys.stderr,
-              flush=True)
+    logger.info(f"decode: {summary['videos_ok']} videos -> {summary['rows']} rows, {summary['quarantined']} "
+                f"quarantined, in {summary['seconds']:.1f} s")
+    if summary["quarantined"]:
+        first = read_quarantine(out)[0]
+        logger.warning(f"decode: {summary['quarantined']} video(s) quarantined, listed in {out / QUARANTINE_FILE}; "
+                       f"first: {first['error']}")
     return summary
 
 

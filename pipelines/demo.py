@@ -8,20 +8,23 @@ aligned entities.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
-import ray
-
 from alt_core.checkpoint import load_checkpoint
+from alt_core.config import DecodeSpec, TrainConfig
 from alt_core.manifest import read_manifest
 from alt_core.predict import predict_video
-from alt_core.synth import generate_synth_actions, split_classes
+from alt_core.synthetic.synth import generate_synth_actions, split_classes
+from pipelines.console import ensure_ray
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainOptions, train
+from pipelines.train import TrainJob, train
+
+logger = logging.getLogger(__name__)
 
 
 def demo_classes(num_seen: int = 8) -> list[str]:
@@ -32,41 +35,33 @@ def demo_classes(num_seen: int = 8) -> list[str]:
     return chosen + [label for label in novel if label.split()[0] in shapes]
 
 
-def run_demo(out: str | Path, videos_per_class: int = 6, epochs: int = 4, seed: int = 0, log=print) -> dict:
+def run_demo(out: str | Path, videos_per_class: int = 6, epochs: int = 4, seed: int = 0) -> dict:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "train", ignore_errors=True)  # a demo run trains afresh; data and corpus are reused
     start = time.time()
     data = out / "synth"
-    log(f"[1/6] generating SynthActions into {data}")
     synth = generate_synth_actions(data, seed=seed, classes=demo_classes(), videos_per_class=videos_per_class,
                                    frames=16, size=64, fewshot=())
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
-    log("[2/6] building the entity corpus (Ray Data, CLIP text tower)")
+    logger.info(f"synth: {synth['videos']} SynthActions videos ({synth['seen_classes']} seen, "
+                f"{synth['novel_classes']} novel classes) in {data}")
+    ensure_ray()
     corpus = build_corpus_dataset(data / "labels_seen.txt", ["builtin", "labels", str(data / "entities.jsonl")],
                                   "alt-tiny", None, out / "corpus.parquet")
-    log(f"      {corpus['entities']} entities, hash {corpus['content_hash']}")
-    log("[3/6] decoding videos and caching frozen-backbone region tokens (Ray Data)")
-    decoded = decode_manifest(data / "manifest.parquet", out / "clips", frames=8, clips=2, crops=1, size=64,
-                              cache_tokens=True, backbone="alt-tiny", seed=seed, progress=False)
-    log(f"      {decoded['videos_ok']} videos, {decoded['rows']} rows, {decoded['quarantined']} quarantined")
-    log("[4/6] training ALT (Ray Train, MLflow tracking)")
-    trained = train(TrainOptions(data=str(out / "clips"), corpus=str(out / "corpus.parquet"), out=str(out / "train"),
-                                 labels=str(data / "labels_seen.txt"), epochs=epochs, seed=seed, resume=False))
+    decoded = decode_manifest(data / "manifest.parquet", out / "clips",
+                              DecodeSpec(cache_tokens=True, backbone="alt-tiny", seed=seed))
+    trained = train(TrainJob(data=str(out / "clips"), corpus=str(out / "corpus.parquet"), out=str(out / "train"),
+                             labels=str(data / "labels_seen.txt"), train=TrainConfig(epochs=epochs, seed=seed)))
     checkpoint = trained["checkpoint"]
-    log("[5/6] evaluating: supervised (test split) and zero-shot (novel classes)")
     supervised = evaluate(checkpoint, out / "clips", splits=("test",), out=out / "eval_supervised.json")
     zero_shot = evaluate(checkpoint, out / "clips", labels=data / "labels_novel.txt", splits=("novel",),
                          out=out / "eval_zero_shot.json")
-    log(f"      supervised top-1 {supervised['top1']:.3f}, zero-shot top-1 {zero_shot['top1']:.3f}")
-    log("[6/6] predicting one test video")
     video = next(row.path for row in read_manifest(data / "manifest.parquet") if row.split == "test")
     prediction = predict_video(load_checkpoint(checkpoint), video, top_k=3)
-    log(prediction.text())
+    logger.info(f"predict: {prediction.text()}")
     summary = {"synth": synth["videos"], "corpus": corpus["content_hash"], "decode": decoded,
                "checkpoint": checkpoint, "supervised": supervised, "zero_shot": zero_shot,
                "mlflow": trained["tracking_uri"], "seconds": round(time.time() - start, 1)}
     (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str))
-    log(f"done in {summary['seconds']} s; MLflow store {trained['tracking_uri']}")
+    logger.info(f"demo: done in {summary['seconds']} s; summary {out / 'demo.json'}, MLflow {trained['tracking_uri']}")
     return summary

@@ -8,21 +8,22 @@ views and seed.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import platform
 import time
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import torch
 from ray.data import ActorPoolStrategy
 
-from alt_core.checkpoint import load_checkpoint, read_config
-from alt_core.clips import ClipFormat, read_format, shard_paths
+from alt_core.checkpoint import checkpoint_labels, load_checkpoint, read_config
+from alt_core.clips import ClipDataError, ClipFormat, data_hash, read_format, to_clip_batch
 from alt_core.manifest import read_labels
-from alt_core.training import VideoScores, forward, to_clip_batch, topk_accuracy
-from pipelines.train import split_dataset
+from alt_core.training import VideoScores, forward, topk_accuracy
+from pipelines.datasets import clip_dataset
+
+logger = logging.getLogger(__name__)
 
 
 class Scorer:
@@ -42,49 +43,45 @@ class Scorer:
         return {"video_id": batch["video_id"], "target": clip.targets.numpy(), "logits": logits}
 
 
-def data_hash(data: str | Path, splits: list[str]) -> str:
-    """Identity of the evaluated rows: video ids, labels and views (stable across machines)."""
-    table = pads.dataset([str(p) for p in shard_paths(data)], format="parquet").to_table(
-        columns=["video_id", "label", "view", "split"], filter=pads.field("split").isin(splits))
-    rows = sorted(zip(*(table[c].to_pylist() for c in ("video_id", "label", "view")), strict=True))
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+def protocol_of(trained: list[str], label_set: list[str] | None, provenance: dict) -> str:
+    if label_set and not set(label_set) & set(trained):
+        return "zero-shot"
+    if label_set:
+        return "open-set (labels overlap training)"
+    if provenance.get("shots"):
+        return f"few-shot-{provenance['shots']}"
+    return "supervised"
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, labels: str | Path | None = None,
              splits: tuple[str, ...] = ("test",), batch_size: int = 32, workers: int = 1,
              out: str | Path | None = None) -> dict:
     """Score every view of the chosen splits, average views per video, report top-1/top-5."""
-    raw = read_config(checkpoint)
-    trained_labels = (Path(checkpoint) / "labels.txt").read_text().splitlines()
+    provenance = read_config(checkpoint).get("provenance", {})
+    trained = checkpoint_labels(checkpoint)
     label_set = read_labels(labels) if labels else None
     fmt = read_format(data)
-    extra = raw.get("extra", {})
-    if label_set and not set(label_set) & set(trained_labels):
-        protocol = "zero-shot"
-    elif label_set:
-        protocol = "open-set (labels overlap training)"
-    elif extra.get("shots"):
-        protocol = f"few-shot-{extra['shots']}"
-    else:
-        protocol = "supervised"
+    protocol = protocol_of(trained, label_set, provenance)
     start = time.time()
     scorer_args = {"checkpoint": str(checkpoint), "labels": label_set, "fmt": fmt.__dict__}
-    scored = split_dataset(data, list(splits)).map_batches(
+    scored = clip_dataset(data, splits).map_batches(
         Scorer, fn_constructor_kwargs=scorer_args, compute=ActorPoolStrategy(size=workers), batch_size=batch_size)
     scores = VideoScores({}, {}, {})
     for row in scored.iter_rows():
         scores.add(row["video_id"], torch.tensor(row["logits"]), int(row["target"]))
     metrics = topk_accuracy(scores.mean_logits(), scores.targets)
     if metrics["videos"] == 0:
-        raise ValueError(f"{data} has no rows in splits {list(splits)}; check --split")
+        raise ClipDataError(f"{data} has no rows in splits {list(splits)}; check --split")
     views = sorted(set(scores.views.values()))
     report = {
         "protocol": protocol, "splits": list(splits), "checkpoint": str(checkpoint), "data": str(data),
-        "data_hash": data_hash(data, list(splits)), "labels": len(label_set or trained_labels),
+        "data_hash": data_hash(data, splits), "labels": len(label_set or trained),
         "views_per_video": views[0] if len(views) == 1 else views, "frames": fmt.shape[0],
-        "seed": extra.get("seed"), "adapter": raw["model"]["adapter"], **metrics,
+        "seed": provenance.get("seed"), "adapter": read_config(checkpoint)["model"]["adapter"], **metrics,
         "seconds": round(time.time() - start, 1), "machine": f"{platform.machine()} {platform.system()}",
     }
+    logger.info(f"eval: {protocol} on {'+'.join(splits)}: top-1 {report['top1']:.3f}, top-5 {report['top5']:.3f} "
+                f"({report['videos']} videos, {report['labels']} classes, {report['views_per_video']} view(s))")
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
     return report

@@ -2,105 +2,97 @@
 
 Each epoch: train on this worker's shard, validate (views averaged per video, gathered across
 workers), then every worker calls `ray.train.report`; rank 0 attaches a checkpoint in the
-alt_core format (plus optimizer state) and logs to MLflow. A restarted worker group resumes
-from the last reported checkpoint (`FailureConfig(max_failures)`).
+alt_core format (plus optimizer state and the validation confusion matrix) and logs to MLflow. A
+restarted worker group resumes from the latest checkpoint (`FailureConfig(max_failures)`); the run's
+result is the checkpoint of the best validation epoch (never the test split), registered in MLflow.
+The tune stage builds its trials with `build_trainer`, so a trial is exactly this training.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import ray
 import ray.train
 import torch
 import torch.distributed as dist
-from ray.data.expressions import col
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from alt_core.backbone import load_backbone
-from alt_core.checkpoint import read_config, restore_state, save_checkpoint
-from alt_core.clips import ClipFormat, read_format, shard_paths
-from alt_core.corpus import EntityCorpus
+from alt_core.checkpoint import FILES, read_config, restore_state, save_checkpoint
+from alt_core.clips import ClipDataError, ClipFormat, clip_batches, few_shot_ids, read_format, split_rows
+from alt_core.config import ALTConfig, TrainConfig
+from alt_core.corpus import CorpusError, EntityCorpus, parse_backbone_id
+from alt_core.errors import ALTError
 from alt_core.manifest import read_labels
-from alt_core.model import ALTConfig, ALTModel
+from alt_core.model import ALTModel
 from alt_core.train_state import load_optimizer, save_optimizer
 from alt_core.training import (
     VideoScores,
+    build_optimizer,
     confusion_matrix,
     cosine_lr,
-    few_shot_ids,
-    iterate_rows,
     score_videos,
     topk_accuracy,
     train_epoch,
 )
 from pipelines import tracking
+from pipelines.datasets import clip_dataset
+
+logger = logging.getLogger(__name__)
+METRIC = "val_top1"
+CONFUSION_FILE = "val_confusion.json"
+PROGRESS_FILE = "progress.jsonl"
 
 
 @dataclass
-class TrainOptions:
+class TrainJob:
+    """One training run: its inputs and outputs, how it is distributed, and what it trains."""
+
     data: str
     corpus: str
     out: str
+    model: ALTConfig = field(default_factory=ALTConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     labels: str | None = None
-    adapter: str = "alt"
-    num_queries: int = 8
-    depth: int = 2
-    width: int = 128
-    heads: int = 4
-    epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    batch_size: int = 32
     workers: int = 1
     gpu: bool = False
-    shots: int | None = None
-    seed: int = 0
     resume: bool = False
     tracking_uri: str | None = None
     max_failures: int = 2
-    backbone: str = "alt-tiny"
-    pretrained: str | None = None
-    unfreeze_last_blocks: int = 0
     run_name: str | None = None
 
-
-def split_rows(data: str | Path, split: str) -> list[tuple[str, str]]:
-    """(video_id, label) of one split, read from shard metadata columns only."""
-    table = pads.dataset([str(p) for p in shard_paths(data)], format="parquet").to_table(
-        columns=["video_id", "label"], filter=pads.field("split") == split)
-    return list(zip(table["video_id"].to_pylist(), table["label"].to_pylist(), strict=True))
+    def params(self) -> dict:
+        """Flat parameters for MLflow."""
+        flat = {k: v for k, v in asdict(self).items() if k not in ("model", "train")}
+        return flat | self.model.to_dict() | self.train.to_dict()
 
 
-def split_dataset(data: str | Path, splits: list[str], video_ids: set[str] | None = None) -> ray.data.Dataset:
-    """A Ray dataset of some splits' rows, optionally limited to some videos (few-shot); lazy."""
-    ds = ray.data.read_parquet([str(p.resolve()) for p in shard_paths(data)])
-    ds = ds.filter(expr=col("split").is_in(splits))
-    if video_ids is not None:
-        ds = ds.filter(expr=col("video_id").is_in(sorted(video_ids)))
-    return ds
-
-
-def build_model(opts: TrainOptions, fmt: ClipFormat, labels: list[str], device: torch.device) -> ALTModel:
-    corpus = EntityCorpus.load(opts.corpus)
-    backbone_name = fmt.backbone.split(":")[0] if fmt.kind == "tokens" and fmt.backbone else opts.backbone
-    if not corpus.backbone.startswith(backbone_name + ":"):
-        raise ValueError(f"corpus {opts.corpus} was embedded with {corpus.backbone}, but training uses "
-                         f"{backbone_name}; rebuild the corpus with --backbone {backbone_name}")
-    config = ALTConfig(backbone=backbone_name, pretrained=opts.pretrained, adapter=opts.adapter,
-                       num_queries=opts.num_queries, depth=opts.depth, width=opts.width, heads=opts.heads,
-                       tome_r=fmt.tome_r, num_frames=fmt.shape[0], unfreeze_last_blocks=opts.unfreeze_last_blocks,
-                       corpus_hash=corpus.content_hash)
-    backbone = load_backbone(backbone_name, opts.pretrained, device=device)
-    return ALTModel(config, backbone, corpus, labels).to(device)
+def model_config(job: TrainJob, fmt: ClipFormat, corpus: EntityCorpus) -> ALTConfig:
+    """The job's model settings, completed from the data: cached tokens fix the backbone (and its weights),
+    ToMe r and frame count they were made with; the corpus must come from the same backbone."""
+    config = replace(job.model, num_frames=fmt.shape[0], corpus_hash=corpus.content_hash)
+    if fmt.kind == "tokens":
+        name, pretrained = parse_backbone_id(fmt.backbone)
+        config = replace(config, backbone=name, pretrained=pretrained, tome_r=fmt.tome_r)
+        if config.unfreeze_last_blocks:
+            raise ClipDataError("unfreeze_last_blocks trains the image tower, which cached tokens skip; "
+                                "decode frames (without --cache-tokens) to train it")
+    if parse_backbone_id(corpus.backbone) != (config.backbone, config.pretrained):
+        raise CorpusError(f"corpus {job.corpus} was embedded with {corpus.backbone}, but training uses "
+                          f"{config.backbone} with weights {config.pretrained or 'default'}; rebuild the corpus "
+                          f"with --backbone {config.backbone}" + (f" --pretrained {config.pretrained}"
+                                                                  if config.pretrained else ""))
+    return config
 
 
 def _gather(scores: VideoScores) -> VideoScores:
@@ -114,124 +106,176 @@ def _gather(scores: VideoScores) -> VideoScores:
     return merged
 
 
-def _provenance(opts: TrainOptions, epoch: int, val_top1: float) -> dict:
+def _provenance(job: TrainJob, epoch: int, val_top1: float) -> dict:
     """What a checkpoint records about how it was made (evaluation reports read it)."""
-    return {"epoch": epoch, "val_top1": val_top1, "seed": opts.seed, "shots": opts.shots, "data": opts.data,
-            "corpus": opts.corpus, "epochs": opts.epochs, "lr": opts.lr}
+    return {"epoch": epoch, METRIC: val_top1, "seed": job.train.seed, "shots": job.train.shots, "data": job.data,
+            "corpus": job.corpus, "epochs": job.train.epochs, "lr": job.train.lr}
 
 
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
-    opts = TrainOptions(**config["options"])
+    job: TrainJob = config["job"]
     labels, fmt = config["labels"], ClipFormat(**config["format"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    pid_dir = Path(opts.out) / "workers"
+    out = Path(job.out)
+    pid_dir = out / "workers"
     pid_dir.mkdir(parents=True, exist_ok=True)
     (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))  # lets operators (and tests) find workers
-    torch.manual_seed(opts.seed)
+    torch.manual_seed(job.train.seed)
     device = ray.train.torch.get_device()
-    core = build_model(opts, fmt, labels, device)
-    params = [p for p in core.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    corpus = EntityCorpus.load(job.corpus)
+    settings = model_config(job, fmt, corpus)
+    core = ALTModel(settings, load_backbone(settings.backbone, settings.pretrained, device=device), corpus,
+                    labels).to(device)
+    optimizer = build_optimizer(core, job.train.lr, job.train.weight_decay)
     meta = {"epoch": 0, "history": [], "run_id": None}
-    checkpoint = ray.train.get_checkpoint()  # set after a worker-group restart
-    if checkpoint is None and config["resume_from"]:
-        checkpoint = Checkpoint.from_directory(config["resume_from"])  # `alt train --resume`
+    checkpoint = ray.train.get_checkpoint()  # set after a worker-group restart or on `--resume`
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             restore_state(core, ckpt_dir)
             meta = load_optimizer(ckpt_dir, optimizer)
     model = ray.train.torch.prepare_model(core) if ctx.get_world_size() > 1 else core
-    tracking_uri = opts.tracking_uri or tracking.default_tracking_uri(opts.out)
     if rank == 0:
-        meta["run_id"] = tracking.start_run(tracking_uri, Path(opts.out) / "mlartifacts",
-                                            opts.run_name or f"{opts.adapter}-seed{opts.seed}",
-                                            asdict(opts) | {"labels": len(labels)}, meta["run_id"])
+        meta["run_id"] = tracking.start_run(config["tracking_uri"], out / "mlartifacts",
+                                            job.run_name or f"{settings.adapter}-seed{job.train.seed}",
+                                            job.params() | {"labels": len(labels)}, meta["run_id"],
+                                            tags=config.get("tags"))
         tracking.log_epoch({"resumed_from_epoch": meta["epoch"]}, meta["epoch"])
     label_index = {label: i for i, label in enumerate(labels)}
     amp = device.type == "cuda"
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    scores = VideoScores({}, {}, {})
-    for epoch in range(meta["epoch"], opts.epochs):
-        lr = cosine_lr(opts.lr, epoch, opts.epochs)
+    batch_size, epochs = job.train.batch_size, job.train.epochs
+    for epoch in range(meta["epoch"], epochs):
+        lr = cosine_lr(job.train.lr, epoch, epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
-        batches = train_shard.iter_batches(batch_size=opts.batch_size, batch_format="numpy",
-                                           local_shuffle_buffer_size=4 * opts.batch_size,
-                                           local_shuffle_seed=opts.seed * 1000 + epoch)
-        stats = train_epoch(model, core, iterate_rows(batches, fmt, label_index), optimizer, device, amp)
+        batches = train_shard.iter_batches(batch_size=batch_size, batch_format="numpy",
+                                           local_shuffle_buffer_size=4 * batch_size,
+                                           local_shuffle_seed=job.train.seed * 1000 + epoch)
+        stats = train_epoch(model, core, clip_batches(batches, fmt, label_index), optimizer, device, amp)
         seconds = time.perf_counter() - start
-        val_batches = val_shard.iter_batches(batch_size=opts.batch_size, batch_format="numpy")
-        scores = _gather(score_videos(model, iterate_rows(val_batches, fmt, label_index), device))
+        val_batches = val_shard.iter_batches(batch_size=batch_size, batch_format="numpy")
+        scores = _gather(score_videos(model, clip_batches(val_batches, fmt, label_index), device))
         val = topk_accuracy(scores.mean_logits(), scores.targets)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
-               "val_top1": val["top1"], "val_top5": val["top5"],
+               METRIC: val["top1"], "val_top5": val["top5"],
                "train_clips_per_s": stats["clips"] * ctx.get_world_size() / seconds}
         meta = {"epoch": epoch + 1, "history": meta["history"] + [row], "run_id": meta["run_id"]}
         if rank == 0:
             tracking.log_epoch(row, epoch + 1)
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(core, tmp, extra=_provenance(opts, epoch + 1, val["top1"]))
+                save_checkpoint(core, tmp, provenance=_provenance(job, epoch + 1, val["top1"]))
                 save_optimizer(tmp, optimizer, meta)
+                matrix = confusion_matrix(scores.mean_logits(), scores.targets, len(labels))
+                (Path(tmp) / CONFUSION_FILE).write_text(json.dumps(matrix.tolist()))
                 ray.train.report(row, checkpoint=Checkpoint.from_directory(tmp))
+            with (out / PROGRESS_FILE).open("a") as f:
+                f.write(json.dumps(row) + "\n")
         else:
             ray.train.report(row)
     if rank == 0:
-        matrix = confusion_matrix(scores.mean_logits(), scores.targets, len(labels))
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(core, tmp, extra=_provenance(opts, meta["epoch"], meta["history"][-1]["val_top1"]))
-            version = tracking.finish_run(tmp, meta["history"], matrix, labels)
-        (Path(opts.out) / "mlflow_run.json").write_text(json.dumps(
-            {"run_id": meta["run_id"], "model_version": version, "tracking_uri": tracking_uri}))
+        tracking.end_run()
 
 
-def _latest_checkpoint(storage: Path, name: str) -> str | None:
-    found = sorted((storage / name).glob("checkpoint_*"), key=lambda p: p.stat().st_mtime)
-    return str(found[-1]) if found else None
-
-
-def train(opts: TrainOptions) -> dict:
-    """Train with Ray Train; returns a summary with the final checkpoint directory and MLflow run."""
-    out = Path(opts.out).resolve()
-    opts.out = str(out)
-    fmt = read_format(opts.data)
-    train_rows = split_rows(opts.data, "train")
-    if not train_rows:
-        raise ValueError(f"{opts.data} has no rows with split 'train'; decode a manifest with a train split")
-    labels = read_labels(opts.labels) if opts.labels else sorted({label for _, label in train_rows})
-    ids = few_shot_ids(train_rows, opts.shots, opts.seed) if opts.shots else None
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # same seed, same batches
-    # materialized: on small machines a lazy stage must not compete with train workers for CPUs
-    datasets = {"train": split_dataset(opts.data, ["train"], ids).materialize(),
-                "val": split_dataset(opts.data, ["val"]).materialize()}
-    storage = out / "ray"
-    name = "train"
-    if (storage / name).exists() and not opts.resume:
-        raise FileExistsError(f"{storage / name} exists: pass --resume to continue that run or choose another --out")
-    trainer = TorchTrainer(
+def build_trainer(job: TrainJob, datasets: dict, labels: list[str], fmt: ClipFormat, storage: Path, name: str,
+                  callbacks: list | None = None, tags: dict | None = None) -> TorchTrainer:
+    """The Ray Train trainer of a job; `alt train` fits one, each `alt tune` trial fits one."""
+    return TorchTrainer(
         train_loop,
-        train_loop_config={"options": asdict(opts), "labels": labels, "format": asdict(fmt),
-                           "resume_from": _latest_checkpoint(storage, name) if opts.resume else None},
-        scaling_config=ScalingConfig(num_workers=opts.workers, use_gpu=opts.gpu),
-        run_config=RunConfig(name=name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=opts.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        train_loop_config={"job": job, "labels": labels, "format": asdict(fmt), "tags": tags,
+                           "tracking_uri": job.tracking_uri or tracking.default_tracking_uri(job.out)},
+        scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.gpu),
+        run_config=RunConfig(name=name, storage_path=str(storage), callbacks=callbacks,
+                             failure_config=FailureConfig(max_failures=job.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=METRIC,
+                                                                checkpoint_score_order="max")),
         datasets=datasets,
     )
+
+
+def training_datasets(job: TrainJob) -> tuple[dict, list[str], ClipFormat, int]:
+    """Materialized train/val datasets, the label set, the clip format and the number of train videos.
+
+    Materialized: on small machines a lazy stage must not compete with train workers for CPUs."""
+    fmt = read_format(job.data)
+    train_rows = split_rows(job.data, "train")
+    if not train_rows:
+        raise ClipDataError(f"{job.data} has no rows with split 'train'; decode a manifest with a train split")
+    labels = read_labels(job.labels) if job.labels else sorted({label for _, label in train_rows})
+    ids = few_shot_ids(train_rows, job.train.shots, job.train.seed) if job.train.shots else None
+    ray.data.DataContext.get_current().execution_options.preserve_order = True  # same seed, same batches
+    datasets = {"train": clip_dataset(job.data, ["train"], ids).materialize(),
+                "val": clip_dataset(job.data, ["val"]).materialize()}
+    return datasets, labels, fmt, len(ids) if ids else len({v for v, _ in train_rows})
+
+
+def _follow_progress(path: Path, epochs: int, stop: threading.Event) -> None:
+    """Log rank 0's per-epoch rows as they land (the workers' own output goes to Ray's log files)."""
+    shown = 0
+    while True:
+        stopping = stop.wait(1.0)
+        lines = path.read_text().splitlines() if path.is_file() else []
+        for line in lines[shown:]:
+            row = json.loads(line)
+            logger.info(f"train: epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.3f}  "
+                        f"train acc {row['train_acc']:.3f}  val top-1 {row[METRIC]:.3f}  "
+                        f"({row['train_clips_per_s']:.0f} clips/s)")
+        shown = len(lines)
+        if stopping:
+            return
+
+
+def train(job: TrainJob) -> dict:
+    """Train with Ray Train; returns a summary with the best epoch's checkpoint directory and MLflow run."""
+    out = Path(job.out).resolve()
+    job = replace(job, out=str(out))
+    storage, name = out / "ray", "train"
+    if (storage / name).exists() and not job.resume:
+        raise ALTError(f"{storage / name} exists: pass --resume to continue that run or choose another --out")
+    datasets, labels, fmt, train_videos = training_datasets(job)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    logger.info(f"train: {job.model.adapter} on {train_videos} videos x {len(labels)} classes, "
+                f"{job.train.epochs} epochs, {job.workers} worker(s); run directory {out}")
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow_progress, args=(out / PROGRESS_FILE, job.train.epochs, stop),
+                                daemon=True)
+    follower.start()
     start = time.time()
-    result = trainer.fit()
+    try:
+        result = build_trainer(job, datasets, labels, fmt, storage, name).fit()
+    finally:
+        stop.set()
+        follower.join()
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
-    final = out / "checkpoint"
+    summary = finish(job, result, labels, out / "checkpoint")
+    summary.update(seconds=round(time.time() - start, 1), train_videos=train_videos, labels=len(labels))
+    (out / "train.json").write_text(json.dumps(summary, indent=1, default=str))
+    logger.info(f"train: best val top-1 {summary['best'][METRIC]:.3f} at epoch {summary['best']['epoch']}; "
+                f"checkpoint {summary['checkpoint']} (MLflow model version {summary['model_version']})")
+    return summary
+
+
+def finish(job: TrainJob, result, labels: list[str], final: Path, tags: dict | None = None) -> dict:
+    """Copy the best validation epoch's checkpoint to `final`, attach it and the curves to the MLflow run and
+    register it as a new version of the model; returns the run's summary."""
+    best = result.get_best_checkpoint(METRIC, "max") or result.checkpoint
+    with result.checkpoint.as_directory() as latest_dir:
+        meta = json.loads((Path(latest_dir) / "state.json").read_text())["meta"]
     if final.exists():
         shutil.rmtree(final)
-    with result.checkpoint.as_directory() as ckpt_dir:
-        shutil.copytree(ckpt_dir, final)
-    read_config(final)  # the copied checkpoint must load without Ray
-    summary = {"checkpoint": str(final), "metrics": result.metrics, "seconds": round(time.time() - start, 1),
-               "train_videos": len(ids) if ids else len({v for v, _ in train_rows}), "labels": len(labels),
-               **json.loads((out / "mlflow_run.json").read_text())}
-    (out / "train.json").write_text(json.dumps(summary, indent=1, default=str))
-    return summary
+    final.mkdir(parents=True)
+    with best.as_directory() as best_dir:
+        for name in FILES:
+            shutil.copy(Path(best_dir) / name, final / name)
+        matrix = json.loads((Path(best_dir) / CONFUSION_FILE).read_text())
+    provenance = read_config(final)["provenance"]  # the copied checkpoint must load without Ray
+    tracking_uri = job.tracking_uri or tracking.default_tracking_uri(job.out)
+    version = tracking.publish_run(tracking_uri, meta["run_id"], final, meta["history"], matrix, labels,
+                                   best_epoch=provenance["epoch"], tags=tags)
+    return {"checkpoint": str(final), "best": {"epoch": provenance["epoch"], METRIC: provenance[METRIC]},
+            "metrics": result.metrics, "history": meta["history"], "run_id": meta["run_id"],
+            "model_version": version, "tracking_uri": tracking_uri}

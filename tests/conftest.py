@@ -7,6 +7,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import pytest  # noqa: E402
+import ray  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -33,3 +34,11 @@ def micro_backbone(micro_weights):
 @pytest.fixture(scope="session")
 def micro_corpus(micro_backbone):
     return build_corpus(micro_backbone, LABELS, ["labels", "builtin"])
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private 2-CPU Ray for one test module, stopped after it (modules opt in with usefixtures)."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -2,7 +2,8 @@
 
 import torch
 
-from alt_core.model import ALTConfig, ALTModel
+from alt_core.config import ALTConfig
+from alt_core.model import ALTModel
 
 LABELS = ["circle moving left", "square spinning", "star bouncing", "ring growing"]
 

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from alt_core.backbone import WEIGHTS_DIR, BackboneError, load_backbone
-from alt_core.probe import probe_backbone
+from alt_core.synthetic.probe import probe_backbone
 
 
 def test_packaged_alt_tiny_is_small_fp16_and_trained():

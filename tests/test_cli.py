@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from alt_core.checkpoint import save_checkpoint
-from alt_core.synth import render_clip, sample_clip_spec, write_mp4
+from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
 from tests.helpers import make_model
 
 ALT = [sys.executable, "-m", "pipelines.cli"]
@@ -69,3 +69,26 @@ def test_flops_command_reports_vit_b16_at_281_gflops():
     assert abs(gflops - 281.0) / 281.0 < 0.01, row
     for part in ("alignment", "adapter", "total"):
         assert any(line.startswith(part) for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("flops", "--width", "30", "--heads", "4"), "width 30 is not divisible by heads 4"),
+    (("flops", "--adapter", "lstm"), "unknown adapter 'lstm'"),
+    (("decode", "--manifest", "/nonexistent/m.csv", "--out", "/tmp/x", "--frames", "0"), "frames must be >= 1"),
+    (("eval", "--checkpoint", "/nonexistent/ckpt", "--data", "/tmp"), "/nonexistent/ckpt is not a checkpoint"),
+])
+def test_settings_errors_are_one_line_from_the_dataclass(args, message):
+    result = run_alt(*args)
+    assert result.returncode == 2, result.stderr
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert err == [f"error: {message}"] or (len(err) == 1 and message in err[0]), result.stderr
+
+
+def test_settings_defaults_come_from_the_dataclasses():
+    from alt_core.config import ALTConfig, TrainConfig
+
+    help_text = " ".join(run_alt("train", "--help").stdout.split())
+    for name, value in (("--num-queries", ALTConfig.num_queries), ("--depth", ALTConfig.depth),
+                        ("--width", ALTConfig.width), ("--epochs", TrainConfig.epochs), ("--lr", TrainConfig.lr)):
+        assert f"{name}" in help_text and f"[default: {value}]" in help_text, name
+    assert "--tome-r" not in help_text  # training reads ToMe r and the frame count from the decoded clips

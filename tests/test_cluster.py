@@ -26,8 +26,9 @@ from ray.cluster_utils import Cluster
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from alt_core.clips import read_quarantine
+from alt_core.config import DecodeSpec
 from alt_core.corpus import EntityCorpus
-from alt_core.synth import all_classes, generate_synth_actions
+from alt_core.synthetic.synth import all_classes, generate_synth_actions
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = all_classes()[:2]
+SPEC_ARGS = {"frames": 4, "size": 32, "clips": 1, "train_clips": 1}
+SPEC = DecodeSpec(**SPEC_ARGS)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +80,7 @@ def test_both_stages_on_a_two_node_cluster(dataset: Path, tmp_path: Path, micro_
         corpus = build_corpus_dataset(None, ["builtin"], "alt-micro", micro_weights, tmp_path / "corpus.parquet",
                                       batch_size=8, num_actors=2)
         assert not corpus["skipped"] and len(EntityCorpus.load(tmp_path / "corpus.parquet")) == corpus["entities"]
-        summary = decode_manifest(dataset, tmp_path / "clips", frames=4, size=32, shard_size=2, num_workers=2,
-                                  progress=False)
+        summary = decode_manifest(dataset, tmp_path / "clips", SPEC, shard_size=2, workers=2)
         check_decoded(tmp_path / "clips", summary)
         assert summary["shards_written"] == 3
     finally:
@@ -121,9 +123,10 @@ def test_decode_as_a_submitted_job(dataset: Path, tmp_path: Path, private_ray_tm
         assert head.returncode == 0, log[-3000:]
         client = JobSubmissionClient(f"http://127.0.0.1:{dashboard}")
         out = tmp_path / "clips"
-        script = ("import json; from pipelines.decode import decode_manifest; "
-                  f"print('SUMMARY', json.dumps(decode_manifest({str(dataset)!r}, {str(out)!r}, frames=4, size=32, "
-                  "shard_size=2, num_workers=1)))")
+        script = ("import json; from alt_core.config import DecodeSpec; from pipelines.decode import decode_manifest; "
+                  f"spec = DecodeSpec(**{SPEC_ARGS!r}); "
+                  f"print('SUMMARY', json.dumps(decode_manifest({str(dataset)!r}, {str(out)!r}, spec, shard_size=2, "
+                  "workers=1)))")
         job = client.submit_job(entrypoint=f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} "
                                            f"-c {shlex.quote(script)}")
         deadline = time.monotonic() + 240

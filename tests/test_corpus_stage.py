@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 
 from alt_core.backbone import ENTITY_TEMPLATES, BackboneError
@@ -15,14 +14,7 @@ from alt_core.corpus import CorpusError, EntityCorpus, corpus_hash, gather_entit
 from pipelines.corpus import build_corpus_dataset
 from tests.helpers import LABELS
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 @pytest.fixture

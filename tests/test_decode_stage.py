@@ -9,32 +9,28 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 
 from alt_core.clips import frames_from_bytes, read_format, read_quarantine, shard_paths, tokens_from_bytes
-from alt_core.synth import all_classes, generate_synth_actions
+from alt_core.config import DecodeSpec
+from alt_core.errors import ALTError, ConfigError
+from alt_core.synthetic.synth import all_classes, generate_synth_actions
 from pipelines.decode import decode_manifest, video_id
 from tests.helpers import make_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 FRAMES, CLIPS, CROPS, SIZE = 4, 2, 3, 32  # SIZE: alt-micro's input size, so the same run can cache tokens
+SPEC = DecodeSpec(frames=FRAMES, clips=CLIPS, crops=CROPS, size=SIZE, train_clips=1)
 CLASSES = all_classes()[:4]
 BAD = ("truncated", "empty", "garbage_middle", "text", "zero_frames", "missing")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def write_bad_videos(good: Path, bad_dir: Path) -> None:
@@ -72,8 +68,7 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def frames_run(dataset: Path, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("clips") / "frames"
-    summary = decode_manifest(dataset / "with_bad.csv", out, frames=FRAMES, clips=CLIPS, crops=CROPS, size=SIZE,
-                              shard_size=5, num_workers=2)
+    summary = decode_manifest(dataset / "with_bad.csv", out, SPEC, shard_size=5, workers=2)
     return out, summary
 
 
@@ -135,10 +130,10 @@ def test_views_shapes_and_labels(dataset: Path, frames_run) -> None:
 
 def test_resume_skips_done_shards_and_redoes_missing_ones(dataset: Path, frames_run) -> None:
     out, first = frames_run
-    kwargs = dict(frames=FRAMES, clips=CLIPS, crops=CROPS, size=SIZE, shard_size=5, num_workers=2)
+    kwargs = dict(shard_size=5, workers=2)
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*-*.parquet")}
     quarantine = read_quarantine(out)
-    again = decode_manifest(dataset / "with_bad.csv", out, **kwargs)
+    again = decode_manifest(dataset / "with_bad.csv", out, SPEC, **kwargs)
     assert (again["shards_written"], again["shards_skipped"]) == (0, 4)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*-*.parquet")} == stamps
     keys = ("inputs", "videos_ok", "quarantined", "rows")
@@ -147,13 +142,13 @@ def test_resume_skips_done_shards_and_redoes_missing_ones(dataset: Path, frames_
 
     before = pq.read_table(out / "shard-00001.parquet")
     (out / "shard-00001.parquet").unlink()  # an interrupted run: this shard never landed
-    redo = decode_manifest(dataset / "with_bad.csv", out, **kwargs)
+    redo = decode_manifest(dataset / "with_bad.csv", out, SPEC, **kwargs)
     assert (redo["shards_written"], redo["shards_skipped"]) == (1, 3)
     assert {k: redo[k] for k in keys} == {k: first[k] for k in keys}
     assert pq.read_table(out / "shard-00001.parquet").equals(before)  # decoding is deterministic
 
-    with pytest.raises(ValueError, match="other inputs or parameters"):
-        decode_manifest(dataset / "with_bad.csv", out, **{**kwargs, "frames": FRAMES + 1})
+    with pytest.raises(ALTError, match="other inputs or parameters"):
+        decode_manifest(dataset / "with_bad.csv", out, replace(SPEC, frames=FRAMES + 1), **kwargs)
 
 
 def test_mmaction2_list(dataset: Path, tmp_path: Path) -> None:
@@ -164,8 +159,8 @@ def test_mmaction2_list(dataset: Path, tmp_path: Path) -> None:
     (lists / "labels.txt").write_text("".join(f"{c}\n" for c in CLASSES))
     (lists / "train_list.txt").write_text(
         "".join(f"../{r['path']} {CLASSES.index(r['label'])}\n" for r in rows) + "../missing.mp4 0\n")
-    summary = decode_manifest(lists / "train_list.txt", tmp_path / "out", frames=FRAMES, size=SIZE,
-                              default_split="train", num_workers=1, progress=False)
+    summary = decode_manifest(lists / "train_list.txt", tmp_path / "out", replace(SPEC, clips=1, crops=1),
+                              default_split="train", workers=1)
     assert (summary["videos_ok"], summary["quarantined"], summary["rows"]) == (len(rows), 1, len(rows))
     decoded = read_rows(tmp_path / "out")
     assert sorted((r["path"], r["label"]) for r in decoded) == sorted((str(dataset / r["path"]), r["label"])
@@ -176,9 +171,8 @@ def test_mmaction2_list(dataset: Path, tmp_path: Path) -> None:
 def test_cached_tokens_give_the_logits_of_decoded_frames(dataset: Path, frames_run, micro_weights: str,
                                                          micro_backbone, micro_corpus, tmp_path: Path) -> None:
     frames_out, frames_summary = frames_run
-    summary = decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", frames=FRAMES, clips=CLIPS,
-                              crops=CROPS, size=SIZE, cache_tokens=True, backbone="alt-micro",
-                              pretrained=micro_weights, tome_r=1, shard_size=5, num_workers=2, progress=False)
+    spec = replace(SPEC, cache_tokens=True, backbone="alt-micro", pretrained=micro_weights, tome_r=1)
+    summary = decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", spec, shard_size=5, workers=2)
     assert {k: summary[k] for k in ("inputs", "videos_ok", "quarantined", "rows")} == \
         {k: frames_summary[k] for k in ("inputs", "videos_ok", "quarantined", "rows")}
     fmt = read_format(tmp_path / "tokens")
@@ -205,11 +199,11 @@ def test_cached_tokens_give_the_logits_of_decoded_frames(dataset: Path, frames_r
 @pytest.mark.parametrize("overrides, message", [
     ({"backbone": None}, "caching tokens needs a backbone"),
     ({"size": 64}, "--size 64 differs from backbone alt-micro's input size 32"),
-    ({"tome_r": 9}, "ToMe r=9 is too large"),
+    ({"tome_r": -1}, "tome_r must be >= 0"),
 ])
 def test_token_caching_misconfigurations_fail_before_any_work(dataset: Path, tmp_path: Path, micro_weights: str,
                                                               overrides: dict, message: str) -> None:
     kwargs = dict(cache_tokens=True, backbone="alt-micro", pretrained=micro_weights, size=SIZE, tome_r=1)
-    with pytest.raises(ValueError, match=message):
-        decode_manifest(dataset / "manifest.csv", tmp_path / "out", **{**kwargs, **overrides})
+    with pytest.raises(ConfigError, match=message):
+        decode_manifest(dataset / "manifest.csv", tmp_path / "out", DecodeSpec(**{**kwargs, **overrides}))
     assert not (tmp_path / "out").exists()

@@ -1,5 +1,5 @@
+from alt_core.config import ALTConfig
 from alt_core.flops import count_flops
-from alt_core.model import ALTConfig
 
 
 def test_vit_b16_frame_is_35_1_gflops():

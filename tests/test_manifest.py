@@ -91,17 +91,17 @@ def test_mmaction2_without_labels_file_says_how_to_fix(tmp_path: Path) -> None:
 
 
 def test_missing_file_missing_columns_empty_values_and_no_rows(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"manifest .*nope.csv does not exist"):
+    with pytest.raises(ManifestError, match=r"manifest .*nope.csv does not exist"):
         read_manifest(tmp_path / "nope.csv")
     (tmp_path / "cols.csv").write_text("video,label\na.mp4,x\n")
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['path'\]"):
+    with pytest.raises(ManifestError, match=r"lacks column\(s\) \['path'\]"):
         read_manifest(tmp_path / "cols.csv")
     pq.write_table(pa.table({"path": ["a.mp4"]}), tmp_path / "cols.parquet")
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['label'\]"):
+    with pytest.raises(ManifestError, match=r"lacks column\(s\) \['label'\]"):
         read_manifest(tmp_path / "cols.parquet")
     (tmp_path / "empty_label.csv").write_text("path,label\na.mp4,x\nb.mp4,\n")
-    with pytest.raises(ValueError, match=r"empty_label.csv:3: empty path or label"):
+    with pytest.raises(ManifestError, match=r"empty_label.csv:3: empty path or label"):
         read_manifest(tmp_path / "empty_label.csv")
     (tmp_path / "header_only.csv").write_text("path,label\n")
-    with pytest.raises(ValueError, match="has no rows"):
+    with pytest.raises(ManifestError, match="has no rows"):
         read_manifest(tmp_path / "header_only.csv")

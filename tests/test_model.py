@@ -5,8 +5,11 @@ import torch.nn.functional as F
 from alt_core.adapter import ALTAdapter
 from alt_core.alignment import EntityAligner
 from alt_core.backbone import load_backbone
+from alt_core.config import ALTConfig
 from alt_core.corpus import build_corpus
-from alt_core.model import ALTConfig, ALTModel, FrameTokens
+from alt_core.errors import ConfigError
+from alt_core.model import ALTModel
+from alt_core.tome import FrameTokens
 from alt_core.training import build_optimizer
 from tests.helpers import LABELS, make_model, random_clip
 
@@ -206,7 +209,7 @@ def test_pixels_and_cached_tokens_give_equal_logits(micro_backbone, micro_corpus
 
 
 def test_bad_config_is_rejected():
-    with pytest.raises(ValueError, match="unknown adapter"):
+    with pytest.raises(ConfigError, match="unknown adapter"):
         ALTConfig(adapter="lstm")
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ConfigError, match="unknown ALTConfig keys"):
         ALTConfig.from_dict({"adapterr": "alt"})

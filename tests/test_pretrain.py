@@ -6,7 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 from alt_core.backbone import load_backbone
-from alt_core.captions import (
+from alt_core.config import PretrainConfig
+from alt_core.errors import ALTError
+from alt_core.synthetic.captions import (
     OBJECT_PHRASES,
     PATCH_IGNORE,
     Caption,
@@ -15,8 +17,8 @@ from alt_core.captions import (
     render_batch,
     sample_caption,
 )
-from alt_core.pretrain import PretrainConfig, multi_positive_loss, pretrain
-from alt_core.scenes import Scene, SceneObject, render_scene
+from alt_core.synthetic.pretrain import multi_positive_loss, pretrain
+from alt_core.synthetic.scenes import Scene, SceneObject, render_scene
 
 
 def test_caption_describes_only_true_scenes():
@@ -58,7 +60,7 @@ def test_pretrain_resumes_and_exports(tmp_path):
     cfg = PretrainConfig(arch="alt-micro", steps=4, batch_size=8, warmup_steps=1, save_every_s=1e9)
     first = pretrain(tmp_path, cfg, budget_s=0.0)  # stops at once: state saved at step 0
     assert first["steps"] == 0
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ALTError, match="--resume"):
         pretrain(tmp_path, cfg)
     card = pretrain(tmp_path, cfg, resume=True)
     assert card["steps"] == 4

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from decord import VideoReader, cpu
 
-from alt_core.scenes import COLORS, SHAPES
-from alt_core.synth import (
+from alt_core.errors import ConfigError
+from alt_core.synthetic.scenes import COLORS, SHAPES
+from alt_core.synthetic.synth import (
     MOTIONS,
     ClipSpec,
     all_classes,
@@ -149,9 +150,8 @@ def _subset() -> list[str]:
 
 
 def _generate(out: Path, workers: int) -> dict:
-    with pytest.warns(UserWarning, match="few-shot sizes"):
-        return generate_synth_actions(out, seed=SEED, classes=_subset(), videos_per_class=VIDEOS,
-                                      frames=FRAMES, size=SIZE, workers=workers, fewshot=(1, 2, 4))
+    return generate_synth_actions(out, seed=SEED, classes=_subset(), videos_per_class=VIDEOS, frames=FRAMES,
+                                  size=SIZE, workers=workers, fewshot=(1, 2, 4))
 
 
 @pytest.fixture(scope="module")
@@ -230,5 +230,5 @@ def test_decord_reads_every_video(dataset: tuple[Path, dict]) -> None:
 
 
 def test_unknown_class_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="valid classes: .*circle moving left"):
+    with pytest.raises(ConfigError, match="valid classes: .*circle moving left"):
         generate_synth_actions(tmp_path, classes=["circle moonwalking"], workers=1)

@@ -7,30 +7,25 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from alt_core.checkpoint import load_checkpoint
+from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
 from alt_core.corpus import build_corpus
-from alt_core.synth import generate_synth_actions, split_classes
+from alt_core.errors import ALTError
+from alt_core.synthetic.synth import generate_synth_actions, split_classes
 from pipelines import tracking
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainOptions, train
+from pipelines.train import TrainJob, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 SEEN = split_classes()[0][:4]
 NOVEL = [c for c in split_classes()[1] if c.split()[0] in {s.split()[0] for s in SEEN}][:2]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +35,22 @@ def workspace(tmp_path_factory, micro_backbone, micro_weights) -> dict:
                            workers=1, fewshot=(2,))
     corpus = build_corpus(micro_backbone, SEEN, ["labels", "builtin"])
     corpus.save(root / "corpus.parquet")
-    common = dict(frames=4, clips=2, crops=1, size=32, progress=False, num_workers=1)
-    decode_manifest(root / "synth" / "manifest.parquet", root / "pixels", **common)
-    decode_manifest(root / "synth" / "manifest.parquet", root / "tokens", cache_tokens=True, backbone="alt-micro",
-                    pretrained=micro_weights, tome_r=1, **common)
+    spec = DecodeSpec(frames=4, clips=2, size=32, train_clips=1)
+    decode_manifest(root / "synth" / "manifest.parquet", root / "pixels", spec, workers=1)
+    decode_manifest(root / "synth" / "manifest.parquet", root / "tokens", workers=1,
+                    spec=replace(spec, cache_tokens=True, backbone="alt-micro", pretrained=micro_weights, tome_r=1))
     return {"root": root, "corpus": str(root / "corpus.parquet"), "weights": micro_weights}
 
 
-def options(ws: dict, data: str, out: Path, **overrides) -> TrainOptions:
-    base = dict(data=str(ws["root"] / data), corpus=ws["corpus"], out=str(out), epochs=2, batch_size=4, width=32,
-                heads=2, num_queries=4, depth=1, backbone="alt-micro", pretrained=ws["weights"], lr=3e-3)
-    return TrainOptions(**base | overrides)
+def job(ws: dict, data: str, out: Path, schedule: dict | None = None, **overrides) -> TrainJob:
+    model = ALTConfig(backbone="alt-micro", pretrained=ws["weights"], width=32, heads=2, num_queries=4, depth=1)
+    return TrainJob(data=str(ws["root"] / data), corpus=ws["corpus"], out=str(out), model=model,
+                    train=TrainConfig(**dict(epochs=2, batch_size=4, lr=3e-3) | (schedule or {})), **overrides)
 
 
 def test_train_tracks_checkpoints_and_evaluates(workspace):
     out = workspace["root"] / "run_tokens"
-    summary = train(options(workspace, "tokens", out, labels=str(workspace["root"] / "synth" / "labels_seen.txt")))
+    summary = train(job(workspace, "tokens", out, labels=str(workspace["root"] / "synth" / "labels_seen.txt")))
     model = load_checkpoint(summary["checkpoint"])  # plain directory, no Ray needed
     assert model.labels == SEEN and model.config.tome_r == 1
     run = tracking.run_summary(summary["tracking_uri"], summary["run_id"])
@@ -73,8 +68,8 @@ def test_train_tracks_checkpoints_and_evaluates(workspace):
 
 
 def test_same_seed_same_result_and_few_shot(workspace):
-    first = train(options(workspace, "tokens", workspace["root"] / "seed_a", shots=2, epochs=1))
-    second = train(options(workspace, "tokens", workspace["root"] / "seed_b", shots=2, epochs=1))
+    first = train(job(workspace, "tokens", workspace["root"] / "seed_a", {"shots": 2, "epochs": 1}))
+    second = train(job(workspace, "tokens", workspace["root"] / "seed_b", {"shots": 2, "epochs": 1}))
     assert first["train_videos"] == 2 * len(SEEN)
     a, b = load_checkpoint(first["checkpoint"]), load_checkpoint(second["checkpoint"])
     for key, value in a.checkpoint_state().items():
@@ -85,7 +80,7 @@ def test_same_seed_same_result_and_few_shot(workspace):
 
 def test_killed_worker_resumes_from_checkpoint(workspace):
     out = workspace["root"] / "run_killed"
-    opts = options(workspace, "pixels", out, workers=2, epochs=20, max_failures=1)  # long enough to be hit mid-run
+    opts = job(workspace, "pixels", out, {"epochs": 20}, workers=2, max_failures=1)  # long enough to be hit mid-run
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(summary=train(opts)), daemon=True)
     thread.start()
@@ -110,5 +105,5 @@ def test_killed_worker_resumes_from_checkpoint(workspace):
 
 def test_existing_run_needs_resume(workspace):
     out = workspace["root"] / "run_tokens"
-    with pytest.raises(FileExistsError, match="--resume"):
-        train(options(workspace, "tokens", out))
+    with pytest.raises(ALTError, match="--resume"):
+        train(job(workspace, "tokens", out))

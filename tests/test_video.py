@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from alt_core import video
-from alt_core.synth import render_clip, sample_clip_spec, write_mp4
+from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
 from alt_core.video import (
     VideoDecodeError,
     load_views,

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from alt_core.backbone import Backbone
-from alt_core.captions import (
+from alt_core.synthetic.captions import (
     ENTITY_PHRASES,
     OBJECT_PHRASES,
     PATCH_IGNORE,
@@ -14,7 +14,7 @@ from alt_core.captions import (
     object_phrase,
     render_batch,
 )
-from alt_core.scenes import BACKGROUNDS
+from alt_core.synthetic.scenes import BACKGROUNDS
 from alt_core.tome import RegionEncoder
 
 PROBE_SEED = 10_007  # pretraining draws from other seeds; these scenes are never trained on

@@ -1,7 +1,7 @@
 """SynthActions: procedural action videos of coloured shapes, written as H.264 mp4 plus manifests.
 
 Classes are "{shape} {motion}" compositions drawn with the same renderer that pretrains the backbone
-(alt_core.scenes), so the entities are known and only the motion has to be learned. `split_classes`
+(alt_core.synthetic.scenes), so the entities are known and only the motion has to be learned. `split_classes`
 holds out some compositions as novel classes (every shape and motion still seen in training) to
 measure zero-shot transfer to unseen pairs. Everything derives from seeds: same seed, same bytes.
 """
@@ -12,18 +12,19 @@ import csv
 import functools
 import hashlib
 import json
+import logging
 import math
 import multiprocessing as mp
 import platform
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-from alt_core.scenes import (
+from alt_core.errors import ConfigError
+from alt_core.synthetic.scenes import (
     BACKGROUNDS,
     COLORS,
     OUTLINE_RGB,
@@ -36,6 +37,7 @@ from alt_core.scenes import (
     shape_mask,
 )
 
+logger = logging.getLogger(__name__)
 MOTIONS: tuple[str, ...] = (
     "moving left",
     "moving right",
@@ -61,7 +63,7 @@ _TRANSLATIONS: dict[str, tuple[float, float]] = {
 # Rotationally symmetric shapes get an orientation dot in every clip, so "spinning" is visible on
 # them without the dot itself giving the class away.
 _MARKED_SHAPES = frozenset({"circle", "ring"})
-# Outline drawn exactly as alt_core.scenes.render_scene does, so shapes look as in pretraining.
+# Outline drawn exactly as alt_core.synthetic.scenes.render_scene does, so shapes look as in pretraining.
 SPLIT_FRACTIONS = {"val": 0.2, "test": 0.2}  # of each seen class; the rest is train
 MANIFEST_COLUMNS = ("path", "label", "split")
 FPS = 8
@@ -76,7 +78,7 @@ def parse_class(label: str) -> tuple[str, str]:
     """(shape, motion) of a class name; ValueError naming the valid classes if unknown."""
     shape, _, motion = label.partition(" ")
     if shape not in SHAPES or motion not in MOTIONS:
-        raise ValueError(f"unknown class {label!r}; valid classes: {all_classes()}")
+        raise ConfigError(f"unknown class {label!r}; valid classes: {all_classes()}")
     return shape, motion
 
 
@@ -394,12 +396,12 @@ def generate_synth_actions(
     import pyarrow.parquet as pq
 
     if videos_per_class < 1 or frames < 2 or size < 16 or size % 2 or workers < 1:
-        raise ValueError("need videos_per_class >= 1, frames >= 2, an even size >= 16 and workers >= 1")
+        raise ConfigError("need videos_per_class >= 1, frames >= 2, an even size >= 16 and workers >= 1")
     if any(k < 1 for k in fewshot):
-        raise ValueError(f"few-shot sizes must be positive, got {fewshot}")
+        raise ConfigError(f"few-shot sizes must be positive, got {fewshot}")
     wanted = set(all_classes() if classes is None else classes)
     if not wanted:
-        raise ValueError("classes is empty; pass None for all classes")
+        raise ConfigError("classes is empty; pass None for all classes")
     for label in sorted(wanted):
         parse_class(label)
     seen_all, novel_all = split_classes()
@@ -441,8 +443,8 @@ def generate_synth_actions(
     fewshot_rows: dict[int, int] = {}
     skipped = sorted({k for k in fewshot if k > sizes["train"]})
     if skipped and seen:
-        warnings.warn(f"few-shot sizes {skipped} exceed the {sizes['train']} train videos per class; "
-                      "raise videos_per_class to get them", stacklevel=2)
+        logger.warning(f"few-shot sizes {skipped} exceed the {sizes['train']} train videos per class; "
+                       "raise videos_per_class to get them")
     train_by_class = {label: [r for r in rows if r[1] == label and r[2] == "train"] for label in seen}
     for k in sorted(set(fewshot) - set(skipped)):
         shots = [r for label in seen for r in train_by_class[label][:k]]  # first k: nested across k

@@ -76,7 +76,6 @@ def render_background(name: str, size: int, seed: int) -> np.ndarray:
         row = np.floor(ys * 8)
         offset = (row % 2) * 0.5 / 4
         mortar = (np.abs(((ys * 8) % 1) - 0.5) > 0.42) | (np.abs(((xs * 4 + offset * 4) % 1) - 0.5) > 0.45)
-        img = np.where(mortar[..., None], 190, 1) * 1.0
         brick = np.stack([150 + 12 * noise, 55 + 8 * noise, 40 + 6 * noise], -1)
         img = np.where(mortar[..., None], np.full_like(brick, 185), brick)
     elif name == "night":

@@ -9,11 +9,11 @@ Three terms, all against text-tower embeddings so the towers stay aligned:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from alt_core.backbone import ENTITY_TEMPLATES, Backbone, builtin_configs, load_backbone
-from alt_core.captions import (
+from alt_core.backbone import ENTITY_TEMPLATES, Backbone, load_backbone
+from alt_core.config import CONFIG_DIR, PretrainConfig
+from alt_core.errors import ALTError
+from alt_core.synthetic.captions import (
     ENTITY_PHRASES,
     OBJECT_PHRASES,
     PATCH_IGNORE,
@@ -32,23 +34,13 @@ from alt_core.captions import (
     render_batch,
     sample_caption,
 )
-from alt_core.probe import probe_backbone
-from alt_core.scenes import BACKGROUNDS
+from alt_core.synthetic.probe import probe_backbone
+from alt_core.synthetic.scenes import BACKGROUNDS
 from alt_core.tome import RegionEncoder
 from alt_core.train_state import load_training_state, save_training_state
+from alt_core.training import build_optimizer
 
-
-@dataclass
-class PretrainConfig:
-    arch: str = "alt-tiny"
-    steps: int = 3000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    save_every_s: float = 120.0
+logger = logging.getLogger(__name__)
 
 
 def masked_logsumexp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,16 +98,7 @@ def _lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _optimizer(backbone: Backbone, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in backbone.clip.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-
-
-def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = None, resume: bool = False,
-             log=print) -> dict:
+def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = None, resume: bool = False) -> dict:
     """Train until `cfg.steps` (or `budget_s` seconds in this call); then export weights and a model card.
 
     `resume=True` continues from `out_dir/state`, so a long CPU run can span several calls.
@@ -123,20 +106,18 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = 
     out_dir = Path(out_dir)
     state_dir = out_dir / "state"
     if state_dir.exists() and not resume:
-        raise FileExistsError(f"{state_dir} exists: pass --resume to continue it or choose another --out")
+        raise ALTError(f"{state_dir} exists: pass --resume to continue it or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    if cfg.arch not in builtin_configs():
-        raise ValueError(f"pretraining supports the project's own architectures: {sorted(builtin_configs())}")
     backbone = load_backbone(cfg.arch, random_init=True, device=cfg.device)
     backbone.clip.requires_grad_(True)
     backbone.train()
     encoder = RegionEncoder(backbone.clip.visual, r=0)
-    optimizer = _optimizer(backbone, cfg)
+    optimizer = build_optimizer(backbone.clip, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     meta = {"step": 0, "train_seconds": 0.0, "history": []}
     if resume and state_dir.exists():
         meta = load_training_state(state_dir, backbone.clip, optimizer)
-        log(f"resumed at step {meta['step']} ({meta['train_seconds']:.0f} s trained so far)")
+        logger.info(f"pretrain: resumed at step {meta['step']} ({meta['train_seconds']:.0f} s trained so far)")
     grid = backbone.clip.visual.grid_size[0]
     start, last_save = time.time(), time.time()
     step = meta["step"]
@@ -156,7 +137,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = 
         if step % 50 == 0 or step == cfg.steps:
             row = {k: round(v.item(), 4) for k, v in losses.items()} | {"step": step}
             meta["history"].append(row)
-            log(json.dumps(row))
+            logger.info(f"pretrain: {json.dumps(row)}")
         if time.time() - last_save > cfg.save_every_s:
             meta.update(step=step, train_seconds=meta["train_seconds"] + time.time() - last_save)
             save_training_state(state_dir, backbone.clip, optimizer, meta)
@@ -173,7 +154,7 @@ def export(out_dir: Path, backbone: Backbone, cfg: PretrainConfig, meta: dict) -
     state = backbone.clip.state_dict()
     save_file({k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in state.items()},
               str(weights))
-    shutil.copy(Path(__file__).parent / "configs" / f"{cfg.arch}.json", out_dir / f"{cfg.arch}.json")
+    shutil.copy(CONFIG_DIR / f"{cfg.arch}.json", out_dir / f"{cfg.arch}.json")
     # The card reports the shipped (fp16) weights, re-loaded as a user would load them.
     shipped = load_backbone(cfg.arch, pretrained=str(weights), device=cfg.device)
     results = probe_backbone(shipped)
@@ -199,10 +180,10 @@ def model_card(card: dict, history: list[dict]) -> str:
     return f"""# {card['arch']} — model card
 
 A tiny open_clip CLIP (early-convolution stem, 64x64 images, 8x8 patches) pretrained by
-`alt backbone pretrain` on procedurally generated scenes (`alt_core/scenes.py`): 8 textured
+`alt backbone pretrain` on procedurally generated scenes (`alt_core/synthetic/scenes.py`): 8 textured
 backgrounds, 8 colours x 8 shapes, 0-2 objects per image, captions naming colour, shape,
 position, size and background. Loss: multi-positive image-caption contrast + entity term +
-patch-to-entity region term (`alt_core/pretrain.py`).
+patch-to-entity region term (`alt_core/synthetic/pretrain.py`).
 
 ## Training
 - steps: {card['steps']} of batch {card['batch_size']}, lr {card['lr']}, seed {card['seed']}

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alt_core.scenes import BACKGROUNDS, COLORS, SHAPES, Scene, SceneObject, render_scene, sample_angle
+from alt_core.synthetic.scenes import BACKGROUNDS, COLORS, SHAPES, Scene, SceneObject, render_scene, sample_angle
 
-POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in the center")
 SMALL_RADIUS, LARGE_RADIUS = 0.16, 0.22
 
 

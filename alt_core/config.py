@@ -1,0 +1,158 @@
+"""Settings: what defines a model (`ALTConfig`) and how it is optimised (`TrainConfig`).
+
+One source of truth: the model, training, tuning, checkpoints and the CLI all take these dataclasses
+whole. Each field carries its help text; `pipelines/cli.py` turns every field into one command-line
+option with the field's default, and the dataclass checks the values, so a default or a bound is
+written once. The tune stage sets `num_queries`, `depth` and `lr` through `dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from alt_core.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"  # the project's own backbone architectures, one JSON each
+ADAPTERS = ("alt", "meanpool", "temporal")
+AdapterKind = Literal["alt", "meanpool", "temporal"]
+CLASS_TEMPLATES: tuple[str, ...] = ("a video of {}.", "{}", "a photo of {}.")
+
+
+def setting(default: Any, help: str, cli: bool = True, flag: str | None = None) -> Any:
+    """A settings field: its default, its help text, whether the CLI offers it as an option, and the option's
+    name when it differs from the field's."""
+    return field(default=default, metadata={"help": help, "cli": cli, "flag": flag})
+
+
+def builtin_architectures() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+class Settings:
+    """Dictionary round trip shared by the settings dataclasses."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        _check(not unknown, f"unknown {cls.__name__} keys {unknown}; known keys: {sorted(names)}")
+        return cls(**data)
+
+
+@dataclass
+class ALTConfig(Settings):
+    """The model: backbone, ToMe, alignment and adapter (docs/method.md)."""
+
+    backbone: str = setting("alt-tiny", "image/text backbone: alt-tiny, alt-micro or an open_clip model name")
+    pretrained: str | None = setting(None, "local weights file (default: packaged weights for alt-*, "
+                                           "random init for open_clip models)")
+    adapter: AdapterKind = setting("alt", "alt (entity queries) | temporal (baseline) | meanpool (zero-shot CLIP)")
+    num_queries: int = setting(8, "entity queries N_q read by the adapter")
+    depth: int = setting(2, "adapter decoder layers M")
+    width: int = setting(128, "adapter width d")
+    heads: int = setting(4, "adapter attention heads (must divide the width)")
+    tome_r: int = setting(0, "ToMe: token pairs merged per block (clamped per block)")
+    num_frames: int = setting(8, "frames per view", flag="--frames")
+    max_frames: int = setting(32, "longest clip the temporal position embedding covers")
+    similarity_temperature: float = setting(0.01, "temperature of the region-entity similarity")
+    gumbel_tau: float = setting(1.0, "Gumbel-softmax temperature of the training-time assignment")
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss")
+    unfreeze_last_blocks: int = setting(0, "also train the image tower's last k blocks (needs pixel clips)")
+    class_templates: tuple[str, ...] = setting(CLASS_TEMPLATES, "prompt templates of class names", cli=False)
+    corpus_hash: str = setting("", "content hash of the entity corpus the model was built with", cli=False)
+
+    def __post_init__(self) -> None:
+        self.class_templates = tuple(self.class_templates)
+        _check(self.adapter in ADAPTERS, f"unknown adapter {self.adapter!r}; choose one of {', '.join(ADAPTERS)}")
+        for name in ("num_queries", "width", "heads", "num_frames", "max_frames"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("depth", "tome_r", "unfreeze_last_blocks"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.width % self.heads == 0, f"width {self.width} is not divisible by heads {self.heads}")
+        _check(self.num_frames <= self.max_frames,
+               f"num_frames {self.num_frames} exceeds max_frames {self.max_frames}; raise max_frames")
+        _check(self.similarity_temperature > 0 and self.gumbel_tau > 0, "temperatures must be > 0")
+        _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class TrainConfig(Settings):
+    """How the adapter is optimised; the defaults are the settings behind RESULTS.md."""
+
+    epochs: int = setting(12, "epochs (the cosine learning-rate schedule spans them)")
+    lr: float = setting(1e-3, "peak learning rate (AdamW, cosine decay per epoch)")
+    weight_decay: float = setting(0.05, "AdamW weight decay on weight matrices")
+    batch_size: int = setting(32, "clips per optimizer step and worker")
+    shots: int | None = setting(None, "few-shot: train on K videos per class")
+    seed: int = setting(0, "seed of initialisation, sampling and shuffling")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.shots is None or self.shots >= 1, f"shots must be >= 1, got {self.shots}")
+
+
+@dataclass(frozen=True)
+class DecodeSpec(Settings):
+    """What determines a shard's contents; a resumed run must match the one that wrote the shards. The
+    defaults are the settings behind RESULTS.md."""
+
+    frames: int = setting(8, "frames sampled per view")
+    clips: int = setting(2, "temporal views of every non-train video")
+    crops: int = setting(1, "spatial crops of every non-train video (1 = centre, 3 = start/centre/end)")
+    size: int = setting(64, "frame side after resize and crop (the backbone's input size for --cache-tokens)")
+    train_clips: int = setting(2, "random TSN clips per train video, decoded once, one row each")
+    seed: int = setting(0, "seed of shard order and training-clip sampling")
+    cache_tokens: bool = setting(False, "store the frozen backbone's region tokens instead of frames")
+    backbone: str | None = setting(None, "backbone for --cache-tokens")
+    pretrained: str | None = setting(None, "its local weights file (default: packaged weights for alt-*)")
+    tome_r: int = setting(8, "ToMe token pairs merged per block, for --cache-tokens")
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "clips", "crops", "size", "train_clips"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _check(self.tome_r >= 0, f"tome_r must be >= 0, got {self.tome_r}")
+        _check(not self.cache_tokens or bool(self.backbone),
+               "caching tokens needs a backbone; pass --backbone NAME (and --pretrained FILE)")
+
+    def views(self, split: str) -> int:
+        return self.train_clips if split == "train" else self.clips * self.crops
+
+    def identity(self) -> dict:
+        """The fields that shape the shards: backbone fields only matter when tokens are cached."""
+        fields = self.to_dict()
+        if not self.cache_tokens:
+            fields.update(backbone=None, pretrained=None, tome_r=0)
+        return fields
+
+
+@dataclass
+class PretrainConfig(Settings):
+    """Contrastive pretraining of a tiny backbone on generated scenes (`alt backbone pretrain`)."""
+
+    arch: str = setting("alt-tiny", "one of the project's own architectures (alt_core/configs)")
+    steps: int = setting(3000, "optimizer steps in total (a resumed run continues to this count)")
+    batch_size: int = setting(256, "generated scenes per step")
+    lr: float = setting(1e-3, "peak learning rate (warmup, then cosine decay)")
+    weight_decay: float = setting(0.05, "AdamW weight decay on weight matrices")
+    warmup_steps: int = setting(100, "linear warmup steps")
+    seed: int = setting(0, "seed of initialisation and of the generated scenes")
+    device: str = setting("cpu", "cpu | cuda")
+    save_every_s: float = setting(120.0, "seconds between resumable state saves")
+
+    def __post_init__(self) -> None:
+        _check(self.arch in builtin_architectures(),
+               f"pretraining supports the project's own architectures {builtin_architectures()}, not {self.arch!r}")
+        _check(min(self.steps, self.batch_size) >= 1 and self.lr > 0, "steps and batch_size must be >= 1, lr > 0")
