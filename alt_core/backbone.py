@@ -11,7 +11,6 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from alt_core.config import CONFIG_DIR
+from alt_core.config import CONFIG_DIR, BackboneSpec
 from alt_core.errors import ALTError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -61,14 +60,6 @@ def builtin_configs() -> dict[str, dict]:
 def _packaged_weights(name: str) -> Path | None:
     path = WEIGHTS_DIR / f"{name}.safetensors"
     return path if path.exists() else None
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What identifies a backbone in configs and checkpoints."""
-
-    name: str
-    pretrained: str | None = None
 
 
 class Backbone(nn.Module):

@@ -26,6 +26,27 @@ def setting(default: Any, help: str, cli: bool = True, flag: str | None = None) 
     return field(default=default, metadata={"help": help, "cli": cli, "flag": flag})
 
 
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What identifies a backbone in corpora, cached tokens and checkpoints: its name and weights."""
+
+    name: str
+    pretrained: str | None = None
+
+    @property
+    def id(self) -> str:
+        """`name:weights` (a weights file by its absolute path, so two spellings of one file agree)."""
+        weights = self.pretrained
+        if weights and Path(weights).is_file():
+            weights = str(Path(weights).resolve())
+        return f"{self.name}:{weights or 'default'}"
+
+    @classmethod
+    def parse(cls, backbone_id: str) -> BackboneSpec:
+        name, _, weights = backbone_id.partition(":")
+        return cls(name, None if weights in ("", "default") else weights)
+
+
 def builtin_architectures() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 

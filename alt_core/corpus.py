@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from alt_core.backbone import ENTITY_TEMPLATES, Backbone, BackboneSpec
+from alt_core.backbone import ENTITY_TEMPLATES, Backbone
 from alt_core.errors import ALTError
 
 BUILTIN_ENTITIES: tuple[tuple[str, str], ...] = (
@@ -158,19 +158,4 @@ def build_corpus(backbone: Backbone, labels: Sequence[str], sources: Sequence[st
     """Gather and embed in one process (the Ray Data stage shards the embedding step)."""
     entities = gather_entities(labels, sources)
     embeddings = backbone.embed_text([e.description for e in entities])
-    return EntityCorpus(entities, embeddings, backbone_id(backbone.spec))
-
-
-def backbone_id(spec: BackboneSpec) -> str:
-    """How corpora and cached tokens name the backbone that made them: name and weights (a weights file by
-    its absolute path, so two spellings of one file agree)."""
-    weights = spec.pretrained
-    if weights and Path(weights).is_file():
-        weights = str(Path(weights).resolve())
-    return f"{spec.name}:{weights or 'default'}"
-
-
-def parse_backbone_id(backbone: str) -> tuple[str, str | None]:
-    """(name, pretrained) of a `backbone_id`; None stands for the default weights."""
-    name, _, weights = backbone.partition(":")
-    return name, None if weights in ("", "default") else weights
+    return EntityCorpus(entities, embeddings, backbone.spec.id)

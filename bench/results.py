@@ -18,6 +18,7 @@ import hashlib
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -26,11 +27,13 @@ from train_throughput import measure
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
 from alt_core.backbone import WEIGHTS_DIR
+from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
 from alt_core.synthetic.synth import generate_synth_actions
+from pipelines.console import ensure_ray, setup_logging
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainOptions, train
+from pipelines.train import TrainJob, train
 
 METHODS = ("alt", "meanpool", "temporal")
 SHOTS = (2, 4)
@@ -42,20 +45,19 @@ def prepare(out: Path, videos_per_class: int, train_clips: int) -> dict:
     synth = generate_synth_actions(data, seed=0, videos_per_class=videos_per_class, frames=16, size=64)
     corpus = build_corpus_dataset(data / "labels_seen.txt", ["builtin", "labels", str(data / "entities.jsonl")],
                                   "alt-tiny", None, out / "corpus.parquet")
-    common = dict(frames=8, clips=2, crops=1, size=64, train_clips=train_clips, seed=0, progress=False)
-    tokens = decode_manifest(data / "manifest.parquet", out / "tokens", cache_tokens=True, backbone="alt-tiny",
-                             tome_r=8, **common)
+    spec = DecodeSpec(frames=8, clips=2, crops=1, size=64, train_clips=train_clips, seed=0)
+    tokens = decode_manifest(data / "manifest.parquet", out / "tokens",
+                             replace(spec, cache_tokens=True, backbone="alt-tiny", tome_r=8))
     # pixels only feed the throughput runs, which train and validate
-    pixels = decode_manifest(data / "manifest.parquet", out / "pixels", splits=("train", "val"), **common)
+    pixels = decode_manifest(data / "manifest.parquet", out / "pixels", spec, splits=("train", "val"))
     return {"synth": synth, "corpus": corpus, "tokens": tokens, "pixels": pixels, "data": data}
 
 
-def train_run(out: Path, prep: dict, name: str, data: str, **options) -> dict:
-    """One Ray Train run with the table's fixed hyperparameters; reruns resume a finished run."""
-    return train(TrainOptions(data=str(out / data), corpus=str(out / "corpus.parquet"), out=str(out / "runs" / name),
-                              labels=str(prep["data"] / "labels_seen.txt"), num_queries=8, depth=2, width=128,
-                              heads=4, lr=1e-3, batch_size=32, resume=(out / "runs" / name / "ray").exists(),
-                              run_name=name, **options))
+def train_run(out: Path, prep: dict, name: str, data: str, adapter: str = "alt", **schedule) -> dict:
+    """One Ray Train run with the table's settings (the CLI defaults); reruns resume a finished run."""
+    return train(TrainJob(data=str(out / data), corpus=str(out / "corpus.parquet"), out=str(out / "runs" / name),
+                          labels=str(prep["data"] / "labels_seen.txt"), model=ALTConfig(adapter=adapter),
+                          train=TrainConfig(**schedule), resume=(out / "runs" / name / "ray").exists(), run_name=name))
 
 
 def run_one(out: Path, prep: dict, adapter: str, seed: int, epochs: int, shots: int | None) -> dict:
@@ -63,7 +65,8 @@ def run_one(out: Path, prep: dict, adapter: str, seed: int, epochs: int, shots: 
     start = time.time()
     summary = train_run(out, prep, name, "tokens", adapter=adapter, epochs=epochs, seed=seed, shots=shots)
     result = {"name": name, "adapter": adapter, "seed": seed, "shots": shots, "train_seconds": time.time() - start,
-              "val_top1": summary["metrics"]["val_top1"], "train_acc": summary["metrics"]["train_acc"],
+              "val_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"],
+              "train_acc": summary["metrics"]["train_acc"],
               "train_clips_per_s": summary["metrics"]["train_clips_per_s"]}
     ckpt = summary["checkpoint"]
     result["test_top1"] = evaluate(ckpt, out / "tokens", splits=("test",))["top1"]
@@ -156,9 +159,11 @@ def render(results: list[dict], prep: dict, seeds: list[int], epochs: int, speed
         f"- **Corpus**: builtin + label phrases + `entities.jsonl`, {prep['corpus']['entities']} entities "
         f"(hash {prep['corpus']['content_hash']}).",
         f"- **Training**: {epochs} epochs, AdamW peak lr 1e-3 with cosine decay, weight decay 0.05, batch 32, "
-        f"label smoothing 0.1, adapter width 128, depth 2, 8 queries; "
+        f"label smoothing 0.1, adapter width 128, depth 2, 8 queries (the CLI's defaults); "
         f"{prep['tokens']['params']['train_clips']} random TSN clips per train video (decoded once); training "
-        f"seeds {seeds}; the epoch count was read off validation curves, never the test split.",
+        f"seeds {seeds}; the epoch count was read off validation curves, never the test split, and each run keeps "
+        f"its best validation epoch's checkpoint (mean kept epoch "
+        f"{statistics.mean(r['best_epoch'] for r in results):.1f} of {epochs}).",
         "- **Protocols**: test views = 2 temporal clips x 1 crop, logits averaged. Zero-shot: the supervised "
         "checkpoints with the label set swapped to the novel classes only (novel-only protocol). "
         "Few-shot K: K train videos per seen class.",
@@ -206,8 +211,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    ray.init(include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    setup_logging()
+    ensure_ray(include_dashboard=False)
     prep = prepare(out, args.videos_per_class, args.train_clips)  # idempotent: same files, corpus and shards are reused
     seeds = list(range(args.seeds))
     if args.render_only:

@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import sys
+import traceback
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -77,8 +78,15 @@ def settings_options(**settings: tuple[type, tuple[str, ...]]):
 FROM_DATA = ("tome_r", "num_frames")  # training reads these from the decoded clips
 
 
+def _echo(text: str) -> None:
+    """A command's result, on the terminal's stdout (library output may have been moved to the log file)."""
+    from pipelines.console import out
+
+    print(text, file=out(), flush=True)
+
+
 def _echo_json(payload: dict) -> None:
-    typer.echo(json.dumps(payload, indent=1, default=str))
+    _echo(json.dumps(payload, indent=1, default=str))
 
 
 @app.command()
@@ -92,13 +100,18 @@ def flops(
     """Compute accounting: GFLOPs and GMACs per view and per video, by part."""
     from alt_core.flops import count_flops
 
-    typer.echo(count_flops(config, config.num_frames, views, classes, entities).table())
+    _echo(count_flops(config, config.num_frames, views, classes, entities).table())
+
+
+MODEL_HELP = "checkpoint directory, or a registry URI such as models:/alt@champion (with --tracking-uri)"
+TRACKING_HELP = "MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI)"
 
 
 @app.command()
 def predict(
     video: Path = typer.Argument(..., help="a video file decord can read"),
-    checkpoint: Path = typer.Option(..., help="checkpoint directory (model.safetensors, config.json, labels.txt)"),
+    model: str = typer.Option(..., "--model", "--checkpoint", help=MODEL_HELP),
+    tracking_uri: str = typer.Option(None, help=TRACKING_HELP),
     top_k: int = typer.Option(5, min=1),
     clips: int = typer.Option(1, min=1),
     crops: int = typer.Option(1, min=1),
@@ -107,9 +120,10 @@ def predict(
     """Decode one video and print its top-k labels and aligned entities."""
     from alt_core.checkpoint import load_checkpoint
     from alt_core.predict import predict_video
+    from pipelines.tracking import resolve_model
 
-    result = predict_video(load_checkpoint(checkpoint), video, top_k, clips, crops)
-    typer.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.text())
+    result = predict_video(load_checkpoint(resolve_model(model, tracking_uri)), video, top_k, clips, crops)
+    _echo(json.dumps(result.to_dict(), indent=1) if as_json else result.text())
 
 
 @backbone_app.command("pretrain")
@@ -138,7 +152,7 @@ def backbone_eval(
     from alt_core.synthetic.probe import probe_backbone
 
     result = probe_backbone(load_backbone(backbone, pretrained), num_images=images)
-    typer.echo(json.dumps(result, indent=1) if as_json else "\n".join(f"{k:<28}{v}" for k, v in result.items()))
+    _echo(json.dumps(result, indent=1) if as_json else "\n".join(f"{k:<28}{v}" for k, v in result.items()))
 
 
 @data_app.command("synth")
@@ -222,17 +236,50 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Option(...),
+    model: str = typer.Option(..., "--model", "--checkpoint", help=MODEL_HELP),
     data: Path = typer.Option(..., help="clip shards from `alt decode`"),
     labels: Path = typer.Option(None, help="another label set: zero-shot"),
     split: list[str] = typer.Option(["test"], help="splits to score (repeat the flag)"),
     out: Path = typer.Option(None, help="report .json"),
     workers: int = typer.Option(1, min=1),
+    tracking_uri: str = typer.Option(None, help=TRACKING_HELP),
 ) -> None:
     """Top-1/top-5 with multi-view averaging; supervised, zero-shot or few-shot protocol."""
     from pipelines.evaluate import evaluate
 
-    _echo_json(evaluate(checkpoint, data, labels=labels, splits=tuple(split), workers=workers, out=out))
+    _echo_json(evaluate(model, data, labels=labels, splits=tuple(split), workers=workers, out=out,
+                        tracking_uri=tracking_uri))
+
+
+@app.command()
+@settings_options(model=(ALTConfig, FROM_DATA), schedule=(TrainConfig, ("epochs",)))
+def tune(
+    model,
+    schedule,
+    space: Path = typer.Option(..., help="search space file, e.g. tune_spaces/tiny.yaml"),
+    data: Path = typer.Option(..., help="clip shards from `alt decode` (train and val splits)"),
+    corpus: Path = typer.Option(..., help="corpus .parquet from `alt corpus build`"),
+    out: Path = typer.Option(..., help="search directory"),
+    labels: Path = typer.Option(None, help="label set (default: labels of the train split)"),
+    trials: int = typer.Option(None, help="samples to draw (default: the space file's num_samples); "
+                                          "grid entries multiply it"),
+    concurrent: int = typer.Option(2, min=1, help="trials at a time (capped to what the cluster fits)"),
+    scheduler: str = typer.Option("asha", help="asha (stop weak trials early) | fifo (every trial to max_t)"),
+    workers_per_trial: int = typer.Option(1, min=1, help="DDP workers of each trial"),
+    gpu: bool = typer.Option(False, help="one GPU per trial worker"),
+    resume: bool = typer.Option(False, help="continue the search in OUT"),
+    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: sqlite under OUT)"),
+) -> None:
+    """Ray Tune: search the space file's settings with ASHA; register the best trial, crown a champion."""
+    from pipelines.train import TrainJob
+    from pipelines.tune import SearchOptions, tune_search
+
+    job = TrainJob(data=str(data), corpus=str(corpus), out=str(out), model=model, train=schedule,
+                   labels=str(labels) if labels else None, tracking_uri=tracking_uri)
+    options = SearchOptions(space=str(space), trials=trials, concurrent=concurrent, scheduler=scheduler,
+                            workers_per_trial=workers_per_trial, gpu=gpu, resume=resume)
+    summary = tune_search(job, options)
+    _echo_json({k: summary[k] for k in ("search_id", "best", "decision", "trial_epochs", "seconds")})
 
 
 @app.command()
@@ -244,19 +291,30 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="working directory")) 
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
+    """Entry point: user errors become one line on the console and exit code 2; bugs keep their traceback.
+
+    Typer runs outside standalone mode so that its usage errors are printed here, on the console stream."""
     from alt_core.errors import ALTError
-    from pipelines.console import log_file
+    from pipelines.console import console, log_file
 
     try:
-        app()
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        print("aborted", file=console())
+        sys.exit(130)
+    except typer.TyperException as err:  # usage errors: a wrong flag or value
+        err.show(file=console())
+        sys.exit(err.exit_code)
     except ALTError as err:
-        typer.echo(f"error: {err}", err=True)
+        print(f"error: {err}", file=console())
         sys.exit(2)
     except Exception:
+        traceback.print_exc(file=console())
         if log_file():
-            typer.echo(f"(library logs: {log_file()})", err=True)
-        raise
+            print(f"(library logs: {log_file()})", file=console())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

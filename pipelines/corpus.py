@@ -20,8 +20,9 @@ import ray
 import torch
 from ray.data import ActorPoolStrategy
 
-from alt_core.backbone import ENTITY_TEMPLATES, BackboneSpec, load_backbone
-from alt_core.corpus import CorpusError, EntityCorpus, backbone_id, corpus_hash, gather_entities
+from alt_core.backbone import ENTITY_TEMPLATES, load_backbone
+from alt_core.config import BackboneSpec
+from alt_core.corpus import CorpusError, EntityCorpus, corpus_hash, gather_entities
 from alt_core.manifest import read_labels
 from pipelines.console import ensure_ray
 
@@ -73,7 +74,7 @@ def build_corpus_dataset(
     entities = gather_entities(labels, sources)
     # The id of the backbone load_backbone will build (checked below), from its spec alone: deciding
     # to skip must not cost a weights load.
-    expected_id = backbone_id(BackboneSpec(backbone, pretrained))
+    expected_id = BackboneSpec(backbone, pretrained).id
     content_hash = corpus_hash(entities, expected_id, ENTITY_TEMPLATES)
     summary = {"entities": len(entities), "content_hash": content_hash, "out": str(out), "backbone": expected_id,
                "sources": list(sources)}
@@ -82,7 +83,7 @@ def build_corpus_dataset(
         return {**summary, "skipped": True, "seconds": time.perf_counter() - start}
 
     # Load once here too, so a bad name or weights file fails with the loader's message, not in an actor.
-    if backbone_id(load_backbone(backbone, pretrained).spec) != expected_id:
+    if load_backbone(backbone, pretrained).spec.id != expected_id:
         raise RuntimeError(f"backbone {backbone!r} does not report the id {expected_id!r} the hash was made with")
     ensure_ray()
     rows = [{"index": i, "description": e.description} for i, e in enumerate(entities)]

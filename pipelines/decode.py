@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -31,12 +30,11 @@ from tqdm import tqdm
 
 from alt_core.clips import QUARANTINE_FILE, ClipFormat, read_quarantine, tokens_to_arrays, write_shard
 from alt_core.config import DecodeSpec
-from alt_core.corpus import backbone_id
 from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import ManifestError, ManifestRow, read_manifest
 from alt_core.tome import FrameTokens
 from alt_core.video import open_video, read_frames, resize_crops, test_clip_indices, train_indices
-from pipelines.console import ensure_ray
+from pipelines.console import console, ensure_ray
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +149,7 @@ def clip_format(spec: DecodeSpec) -> ClipFormat:
         raise ConfigError(f"--size {spec.size} differs from backbone {spec.backbone}'s input size "
                           f"{backbone.image_size}; pass --size {backbone.image_size} to cache tokens")
     regions = RegionEncoder(backbone.clip.visual, spec.tome_r).num_regions
-    return ClipFormat("tokens", (spec.frames, 1 + regions, backbone.embed_dim), backbone_id(backbone.spec), spec.tome_r)
+    return ClipFormat("tokens", (spec.frames, 1 + regions, backbone.embed_dim), backbone.spec.id, spec.tome_r)
 
 
 def _previous_params(out: Path) -> dict | None:
@@ -225,7 +223,7 @@ def decode_manifest(manifest: str | Path, out: str | Path, spec: DecodeSpec = De
         ds = ray.data.from_items(items).map_batches(
             ShardDecoder, fn_constructor_kwargs={"out": str(out), "spec": spec, "fmt": fmt},
             compute=ActorPoolStrategy(size=min(workers, len(todo))), batch_size=1)
-        with tqdm(total=len(todo), desc="decode", unit="shard", disable=not sys.stderr.isatty(),
+        with tqdm(total=len(todo), desc="decode", unit="shard", file=console(), disable=not console().isatty(),
                   leave=False) as bar:
             for result in ds.iter_rows():
                 worker_seconds += result["seconds"]

@@ -21,16 +21,19 @@ from alt_core.checkpoint import checkpoint_labels, load_checkpoint, read_config
 from alt_core.clips import ClipDataError, ClipFormat, data_hash, read_format, to_clip_batch
 from alt_core.manifest import read_labels
 from alt_core.training import VideoScores, forward, topk_accuracy
+from pipelines import tracking
+from pipelines.console import ensure_ray
 from pipelines.datasets import clip_dataset
 
 logger = logging.getLogger(__name__)
 
 
 class Scorer:
-    """Actor: loads the checkpoint once, returns per-view logits."""
+    """Actor: loads the checkpoint (a directory or a registry URI, resolved where the actor runs) once,
+    returns per-view logits."""
 
-    def __init__(self, checkpoint: str, labels: list[str] | None, fmt: dict):
-        self.model = load_checkpoint(checkpoint)
+    def __init__(self, checkpoint: str, tracking_uri: str | None, labels: list[str] | None, fmt: dict):
+        self.model = load_checkpoint(tracking.resolve_model(checkpoint, tracking_uri))
         if labels:
             self.model.set_labels(labels)
         self.fmt = ClipFormat(**fmt)
@@ -55,15 +58,21 @@ def protocol_of(trained: list[str], label_set: list[str] | None, provenance: dic
 
 def evaluate(checkpoint: str | Path, data: str | Path, labels: str | Path | None = None,
              splits: tuple[str, ...] = ("test",), batch_size: int = 32, workers: int = 1,
-             out: str | Path | None = None) -> dict:
-    """Score every view of the chosen splits, average views per video, report top-1/top-5."""
-    provenance = read_config(checkpoint).get("provenance", {})
-    trained = checkpoint_labels(checkpoint)
+             out: str | Path | None = None, tracking_uri: str | None = None) -> dict:
+    """Score every view of the chosen splits, average views per video, report top-1/top-5.
+
+    checkpoint: a checkpoint directory or a registry URI such as models:/alt@champion (with tracking_uri).
+    """
+    local = tracking.resolve_model(checkpoint, tracking_uri)
+    provenance = read_config(local).get("provenance", {})
+    trained = checkpoint_labels(local)
     label_set = read_labels(labels) if labels else None
     fmt = read_format(data)
     protocol = protocol_of(trained, label_set, provenance)
     start = time.time()
-    scorer_args = {"checkpoint": str(checkpoint), "labels": label_set, "fmt": fmt.__dict__}
+    ensure_ray()
+    scorer_args = {"checkpoint": str(checkpoint), "tracking_uri": tracking_uri, "labels": label_set,
+                   "fmt": fmt.__dict__}
     scored = clip_dataset(data, splits).map_batches(
         Scorer, fn_constructor_kwargs=scorer_args, compute=ActorPoolStrategy(size=workers), batch_size=batch_size)
     scores = VideoScores({}, {}, {})
@@ -77,7 +86,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, labels: str | Path | None
         "protocol": protocol, "splits": list(splits), "checkpoint": str(checkpoint), "data": str(data),
         "data_hash": data_hash(data, splits), "labels": len(label_set or trained),
         "views_per_video": views[0] if len(views) == 1 else views, "frames": fmt.shape[0],
-        "seed": provenance.get("seed"), "adapter": read_config(checkpoint)["model"]["adapter"], **metrics,
+        "seed": provenance.get("seed"), "adapter": read_config(local)["model"]["adapter"], **metrics,
         "seconds": round(time.time() - start, 1), "machine": f"{platform.machine()} {platform.system()}",
     }
     logger.info(f"eval: {protocol} on {'+'.join(splits)}: top-1 {report['top1']:.3f}, top-5 {report['top5']:.3f} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -11,7 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from alt_core.errors import ALTError  # noqa: E402
 
 EXPERIMENT = "alt"
 REGISTERED_MODEL = "alt"
@@ -113,3 +117,131 @@ def run_summary(tracking_uri: str, run_id: str) -> dict:
     return {"metrics": run.data.metrics, "params": run.data.params, "status": run.info.status,
             "tags": run.data.tags, "checkpoint_artifacts": artifacts,
             "history": {k: [m.value for m in client.get_metric_history(run_id, k)] for k in run.data.metrics}}
+
+
+def start_search_run(tracking_uri: str, artifact_root: str | Path, run_name: str, params: dict, tags: dict) -> str:
+    """The parent run of a search; trial runs name it in their `mlflow.parentRunId` tag."""
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(experiment_id(tracking_uri, artifact_root), run_name=run_name, tags=tags)
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, str(value)[:500])
+    return run.info.run_id
+
+
+def trial_run_id(tracking_uri: str, search_id: str, trial_id: str) -> str | None:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], max_results=1,
+                              filter_string=f"tags.search_id = '{search_id}' and tags.trial_id = '{trial_id}'")
+    return runs[0].info.run_id if runs else None
+
+
+def close_trial_run(tracking_uri: str, run_id: str, stop_reason: str) -> None:
+    """Record why a trial ended; a trial ASHA stopped was killed mid-run, so its run is closed here."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, "stop_reason", stop_reason)
+    client.set_terminated(run_id, "FAILED" if stop_reason == "failed" else "FINISHED")
+
+
+def grid_png(trials: list[dict], path: Path) -> Path:
+    """Validation top-1 of the best trial per (query count, depth) cell."""
+    queries = sorted({t["config"].get("num_queries") for t in trials}, key=str)
+    depths = sorted({t["config"].get("depth") for t in trials}, key=str)
+    cells = np.full((len(depths), len(queries)), np.nan)
+    for t in trials:
+        if t["best_val_top1"] is not None:
+            i, j = depths.index(t["config"].get("depth")), queries.index(t["config"].get("num_queries"))
+            cells[i, j] = np.fmax(cells[i, j], t["best_val_top1"])
+    fig, ax = plt.subplots(figsize=(1.2 * len(queries) + 2.5, 1.0 * len(depths) + 1.8))
+    image = ax.imshow(cells, cmap="viridis", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(cells):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    ax.set_xticks(range(len(queries)), [str(q) for q in queries])
+    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    ax.set(xlabel="query count N_q", ylabel="adapter depth M", title="best validation top-1 per cell")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def trial_curves_png(trials: list[dict], max_t: int, path: Path) -> Path:
+    """Every trial's validation curve; an x marks where ASHA stopped a trial."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for t in trials:
+        epochs = [row["epoch"] for row in t["history"]]
+        values = [row["val_top1"] for row in t["history"]]
+        line, = ax.plot(epochs, values, marker=".", label=t["trial_id"])
+        if t["stop_reason"] == "stopped by ASHA" and epochs:
+            ax.plot(epochs[-1], values[-1], marker="x", markersize=10, color=line.get_color())
+    ax.set(xlabel="epoch", ylabel="validation top-1", xlim=(0.5, max_t + 0.5), ylim=(0, 1.02),
+           title="trials (x: stopped by ASHA)")
+    if len(trials) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def log_search(tracking_uri: str, parent_run_id: str, summary: dict, max_t: int, results_file: Path) -> None:
+    """The parent run's results table, plots and headline metrics; the run ends here."""
+    client = MlflowClient(tracking_uri)
+    client.log_artifact(parent_run_id, str(results_file))
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "trials.md"
+        rows = ["| trial | config | epochs | best val top-1 | stop reason |", "|---|---|---|---|---|"]
+        rows += [f"| {t['trial_id']} | {t['config']} | {t['epochs']} | {t['best_val_top1']} | {t['stop_reason']} |"
+                 for t in summary["trials"]]
+        table.write_text("\n".join(rows) + "\n")
+        client.log_artifact(parent_run_id, str(table))
+        client.log_artifact(parent_run_id, str(grid_png(summary["trials"], Path(tmp) / "grid.png")), "plots")
+        client.log_artifact(parent_run_id, str(trial_curves_png(summary["trials"], max_t, Path(tmp) / "curves.png")),
+                            "plots")
+    client.log_metric(parent_run_id, "best_val_top1", summary["best"]["best_val_top1"])
+    client.log_metric(parent_run_id, "trial_epochs", summary["trial_epochs"])
+    client.set_tag(parent_run_id, "decision", summary["decision"]["alias"])
+    client.set_terminated(parent_run_id, "FINISHED")
+
+
+def crown(tracking_uri: str, version: int, score: float, val_hash: str) -> dict:
+    """Alias `champion` for a version that beats the current champion on the same validation data (same
+    data hash); `challenger` otherwise. Returns the decision with both scores."""
+    client = MlflowClient(tracking_uri)
+    try:
+        current = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
+    except MlflowException:
+        current = None
+    decision = {"version": version, "score": score, "data_hash": val_hash,
+                "champion_version": int(current.version) if current else None,
+                "champion_score": float(current.tags.get("val_top1", "nan")) if current else None}
+    if current is None:
+        alias, reason = "champion", "no champion yet"
+    elif current.tags.get("data_hash") != val_hash:
+        alias, reason = "challenger", f"the champion was validated on other data ({current.tags.get('data_hash')})"
+    elif score > decision["champion_score"]:
+        alias, reason = "champion", "it beats the champion on the same validation data"
+    else:
+        alias, reason = "challenger", "it does not beat the champion on the same validation data"
+    client.set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
+    return decision | {"alias": alias, "reason": reason}
+
+
+def resolve_model(reference: str | Path, tracking_uri: str | None = None) -> Path:
+    """A local checkpoint directory for a directory or a `models:/alt@champion`-style registry URI (downloaded
+    from the registry's artifact store)."""
+    reference = str(reference)
+    if not reference.startswith("models:/"):
+        return Path(reference)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ALTError(f"{reference} names a registered model: pass --tracking-uri (or set MLFLOW_TRACKING_URI) "
+                       "to say which MLflow store holds it")
+    mlflow.set_tracking_uri(uri)
+    target = Path(tempfile.mkdtemp(prefix="alt-model-"))
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=str(target)))
+    except MlflowException as err:
+        raise ALTError(f"cannot load {reference} from {uri}: {str(err).splitlines()[0]}") from err

@@ -30,8 +30,8 @@ from ray.train.torch import TorchTrainer
 from alt_core.backbone import load_backbone
 from alt_core.checkpoint import FILES, read_config, restore_state, save_checkpoint
 from alt_core.clips import ClipDataError, ClipFormat, clip_batches, few_shot_ids, read_format, split_rows
-from alt_core.config import ALTConfig, TrainConfig
-from alt_core.corpus import CorpusError, EntityCorpus, parse_backbone_id
+from alt_core.config import ALTConfig, BackboneSpec, TrainConfig
+from alt_core.corpus import CorpusError, EntityCorpus
 from alt_core.errors import ALTError
 from alt_core.manifest import read_labels
 from alt_core.model import ALTModel
@@ -46,9 +46,11 @@ from alt_core.training import (
     train_epoch,
 )
 from pipelines import tracking
+from pipelines.console import ensure_ray
 from pipelines.datasets import clip_dataset
 
 logger = logging.getLogger(__name__)
+RUN_NAME = "train"  # Ray Train persists a job under OUT/ray/train
 METRIC = "val_top1"
 CONFUSION_FILE = "val_confusion.json"
 PROGRESS_FILE = "progress.jsonl"
@@ -71,6 +73,10 @@ class TrainJob:
     max_failures: int = 2
     run_name: str | None = None
 
+    def mlflow_uri(self) -> str:
+        """The tracking URI given, or the sqlite store under OUT."""
+        return self.tracking_uri or tracking.default_tracking_uri(self.out)
+
     def params(self) -> dict:
         """Flat parameters for MLflow."""
         flat = {k: v for k, v in asdict(self).items() if k not in ("model", "train")}
@@ -82,12 +88,12 @@ def model_config(job: TrainJob, fmt: ClipFormat, corpus: EntityCorpus) -> ALTCon
     ToMe r and frame count they were made with; the corpus must come from the same backbone."""
     config = replace(job.model, num_frames=fmt.shape[0], corpus_hash=corpus.content_hash)
     if fmt.kind == "tokens":
-        name, pretrained = parse_backbone_id(fmt.backbone)
-        config = replace(config, backbone=name, pretrained=pretrained, tome_r=fmt.tome_r)
+        spec = BackboneSpec.parse(fmt.backbone)
+        config = replace(config, backbone=spec.name, pretrained=spec.pretrained, tome_r=fmt.tome_r)
         if config.unfreeze_last_blocks:
             raise ClipDataError("unfreeze_last_blocks trains the image tower, which cached tokens skip; "
                                 "decode frames (without --cache-tokens) to train it")
-    if parse_backbone_id(corpus.backbone) != (config.backbone, config.pretrained):
+    if BackboneSpec.parse(corpus.backbone).id != BackboneSpec(config.backbone, config.pretrained).id:
         raise CorpusError(f"corpus {job.corpus} was embedded with {corpus.backbone}, but training uses "
                           f"{config.backbone} with weights {config.pretrained or 'default'}; rebuild the corpus "
                           f"with --backbone {config.backbone}" + (f" --pretrained {config.pretrained}"
@@ -179,15 +185,16 @@ def train_loop(config: dict) -> None:
         tracking.end_run()
 
 
-def build_trainer(job: TrainJob, datasets: dict, labels: list[str], fmt: ClipFormat, storage: Path, name: str,
+def build_trainer(job: TrainJob, datasets: dict, labels: list[str], fmt: ClipFormat,
                   callbacks: list | None = None, tags: dict | None = None) -> TorchTrainer:
-    """The Ray Train trainer of a job; `alt train` fits one, each `alt tune` trial fits one."""
+    """The Ray Train trainer of a job, persisting under OUT/ray/train; `alt train` fits one, each `alt tune`
+    trial fits one."""
     return TorchTrainer(
         train_loop,
         train_loop_config={"job": job, "labels": labels, "format": asdict(fmt), "tags": tags,
-                           "tracking_uri": job.tracking_uri or tracking.default_tracking_uri(job.out)},
+                           "tracking_uri": job.mlflow_uri()},
         scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.gpu),
-        run_config=RunConfig(name=name, storage_path=str(storage), callbacks=callbacks,
+        run_config=RunConfig(name=RUN_NAME, storage_path=str(Path(job.out) / "ray"), callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=job.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=METRIC,
                                                                 checkpoint_score_order="max")),
@@ -231,9 +238,9 @@ def train(job: TrainJob) -> dict:
     """Train with Ray Train; returns a summary with the best epoch's checkpoint directory and MLflow run."""
     out = Path(job.out).resolve()
     job = replace(job, out=str(out))
-    storage, name = out / "ray", "train"
-    if (storage / name).exists() and not job.resume:
-        raise ALTError(f"{storage / name} exists: pass --resume to continue that run or choose another --out")
+    if (out / "ray" / RUN_NAME).exists() and not job.resume:
+        raise ALTError(f"{out / 'ray' / RUN_NAME} exists: pass --resume to continue that run or choose another --out")
+    ensure_ray()
     datasets, labels, fmt, train_videos = training_datasets(job)
     out.mkdir(parents=True, exist_ok=True)
     (out / PROGRESS_FILE).unlink(missing_ok=True)
@@ -245,7 +252,7 @@ def train(job: TrainJob) -> dict:
     follower.start()
     start = time.time()
     try:
-        result = build_trainer(job, datasets, labels, fmt, storage, name).fit()
+        result = build_trainer(job, datasets, labels, fmt).fit()
     finally:
         stop.set()
         follower.join()
@@ -259,23 +266,30 @@ def train(job: TrainJob) -> dict:
     return summary
 
 
-def finish(job: TrainJob, result, labels: list[str], final: Path, tags: dict | None = None) -> dict:
-    """Copy the best validation epoch's checkpoint to `final`, attach it and the curves to the MLflow run and
+def finish(job: TrainJob, result, labels: list[str], final: Path) -> dict:
+    """Keep the best validation epoch's checkpoint in `final`, attach it and the curves to the MLflow run and
     register it as a new version of the model; returns the run's summary."""
-    best = result.get_best_checkpoint(METRIC, "max") or result.checkpoint
     with result.checkpoint.as_directory() as latest_dir:
         meta = json.loads((Path(latest_dir) / "state.json").read_text())["meta"]
+    best = result.get_best_checkpoint(METRIC, "max") or result.checkpoint
+    version, provenance = publish_checkpoint(job, best, final, meta["run_id"], meta["history"], labels)
+    return {"checkpoint": str(final), "best": {"epoch": provenance["epoch"], METRIC: provenance[METRIC]},
+            "metrics": result.metrics, "history": meta["history"], "run_id": meta["run_id"],
+            "model_version": version, "tracking_uri": job.mlflow_uri()}
+
+
+def publish_checkpoint(job: TrainJob, checkpoint: Checkpoint, final: Path, run_id: str, history: list[dict],
+                       labels: list[str], tags: dict | None = None) -> tuple[int, dict]:
+    """Copy a reported checkpoint's model files to `final` (it must load without Ray), log it with the curves
+    and its validation confusion matrix to the run, and register it; returns (model version, provenance)."""
     if final.exists():
         shutil.rmtree(final)
     final.mkdir(parents=True)
-    with best.as_directory() as best_dir:
+    with checkpoint.as_directory() as directory:
         for name in FILES:
-            shutil.copy(Path(best_dir) / name, final / name)
-        matrix = json.loads((Path(best_dir) / CONFUSION_FILE).read_text())
-    provenance = read_config(final)["provenance"]  # the copied checkpoint must load without Ray
-    tracking_uri = job.tracking_uri or tracking.default_tracking_uri(job.out)
-    version = tracking.publish_run(tracking_uri, meta["run_id"], final, meta["history"], matrix, labels,
+            shutil.copy(Path(directory) / name, final / name)
+        matrix = json.loads((Path(directory) / CONFUSION_FILE).read_text())
+    provenance = read_config(final)["provenance"]
+    version = tracking.publish_run(job.mlflow_uri(), run_id, final, history, matrix, labels,
                                    best_epoch=provenance["epoch"], tags=tags)
-    return {"checkpoint": str(final), "best": {"epoch": provenance["epoch"], METRIC: provenance[METRIC]},
-            "metrics": result.metrics, "history": meta["history"], "run_id": meta["run_id"],
-            "model_version": version, "tracking_uri": tracking_uri}
+    return version, provenance
