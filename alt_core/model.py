@@ -60,11 +60,14 @@ class ALTModel(nn.Module):
 
     def set_labels(self, labels: list[str]) -> None:
         """Swap the label set (zero-shot): only the class matrix changes."""
+        self.class_embeddings = self.class_matrix(labels)
+        self.labels = list(labels)
+
+    def class_matrix(self, labels: list[str]) -> torch.Tensor:
+        """Class embeddings of a label set: the text tower on the prompted names, L2-normalised: (C, D)."""
         if not labels:
             raise ConfigError("the label set is empty; pass at least one class name")
-        self.labels = list(labels)
-        self.class_embeddings = self.backbone.embed_text(self.labels, self.config.class_templates).to(
-            self.class_embeddings.device)
+        return self.backbone.embed_text(list(labels), self.config.class_templates).to(self.class_embeddings.device)
 
     def encode_frames(self, pixels: torch.Tensor) -> FrameTokens:
         """uint8 pixels (B, T, 3, H, W) -> frame and region tokens."""
@@ -78,6 +81,16 @@ class ALTModel(nn.Module):
 
     def forward(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None) -> ALTOutput:
         """Logits from uint8 pixels (B, T, 3, H, W) or from cached `FrameTokens` (same result)."""
+        video, alignment = self.embed(pixels, tokens)
+        return ALTOutput(self.logits(video), video, alignment)
+
+    def logits(self, video: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """s * cos(z, c_j) against the model's label set or another class matrix: (B, C)."""
+        return cosine_logits(video, self.class_embeddings if classes is None else classes, self.logit_scale)
+
+    def embed(self, pixels: torch.Tensor | None = None,
+              tokens: FrameTokens | None = None) -> tuple[torch.Tensor, Alignment | None]:
+        """The video embedding z (B, D) and, for ALT, the alignment: everything before a label set."""
         if (pixels is None) == (tokens is None):
             raise ValueError("pass exactly one of pixels or tokens")
         tokens = tokens if tokens is not None else self.encode_frames(pixels)
@@ -92,7 +105,7 @@ class ALTModel(nn.Module):
             alignment = self.aligner(regions, tokens.sizes.float(), self.entity_embeddings)
             query_emb = self.entity_embeddings[alignment.query_index]  # (B, Nq, D)
             video = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions)
-        return ALTOutput(cosine_logits(video, self.class_embeddings, self.logit_scale), video, alignment)
+        return video, alignment
 
     def forward_views(self, pixels: torch.Tensor) -> ALTOutput:
         """Test-time views (B, V, T, 3, H, W): logits averaged over views."""

@@ -16,7 +16,7 @@ prints videos/s, the decode time per video (inside `decode_shard`), the stage's 
 minus the decode time divided by the workers), the ratio (c)/(a), and from these the number of videos at
 which (c) would reach 1.5x the loop.
 
-Usage: python bench/decode.py [--videos 240] [--noise 4] [--seed 0] [--cache runs/bench/decode_videos]
+Usage: python bench/decode.py [--videos 300] [--noise 4] [--seed 0] [--cache runs/bench/decode_videos]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import cpu_model  # bench/ is the script's directory
+from machine import cpu_model, report  # bench/ is the script's directory
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
 from alt_core.config import DecodeSpec
@@ -69,7 +69,7 @@ def kinetics_style_videos(cache: Path, videos: int, noise: float, seed: int) -> 
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(os.cpu_count()) as pool:
         pool.map(_render, todo, chunksize=4)
-    print(f"rendered {len(todo)} videos in {time.perf_counter() - start:.0f} s into {cache}")
+    report(f"rendered {len(todo)} videos in {time.perf_counter() - start:.0f} s into {cache}")
     with manifest.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "split"])
@@ -98,7 +98,7 @@ def ray_stage(manifest: Path, out: Path, shard_size: int, workers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=240, help="videos to decode (default 240)")
+    parser.add_argument("--videos", type=int, default=300, help="videos to decode (default 300)")
     parser.add_argument("--noise", type=float, default=4.0, help="pixel noise sigma (0: flat synthetic frames)")
     parser.add_argument("--seed", type=int, default=0, help="SynthActions seed")
     parser.add_argument("--cache", type=Path, default=Path("runs/bench/decode_videos"),
@@ -113,11 +113,11 @@ def main() -> None:
     shard_size = default_shard_size(args.videos, 2)  # the stage's default for 2 workers, for all three runs
     import ray
 
-    ensure_ray(num_cpus=os.cpu_count(), include_dashboard=False)
+    ensure_ray(num_cpus=os.cpu_count())
     ray.data.range(2).map_batches(lambda b: b).materialize()  # Ray Data's first-use cost, not the stage's
-    print(f"machine: {platform.platform()} | {cpu_model()} | cpu_count={os.cpu_count()} "
+    report(f"machine: {platform.platform()} | {cpu_model()} | cpu_count={os.cpu_count()} "
           f"| loadavg(1m) before={os.getloadavg()[0]:.2f} | python {platform.python_version()} | ray {ray.__version__}")
-    print(f"data: {args.videos} SynthActions videos (seed {args.seed}), {SECONDS} s at {FPS} fps, {WIDTH}x{HEIGHT}, "
+    report(f"data: {args.videos} SynthActions videos (seed {args.seed}), {SECONDS} s at {FPS} fps, {WIDTH}x{HEIGHT}, "
           f"noise sigma {args.noise:g}, H.264 one GOP, {megabytes / args.videos:.2f} MB each; "
           f"sampling {SPEC.frames} frames -> {SPEC.size}x{SPEC.size}, 1 view per video; shards of {shard_size}")
     work = Path(tempfile.mkdtemp(prefix="decode_bench_"))
@@ -136,14 +136,14 @@ def main() -> None:
         per_video = r["worker_seconds"] / r["videos_ok"]
         fixed = r["seconds"] - r["worker_seconds"] / r["workers"]
         costs[name] = (per_video, fixed)
-        print(f"{name:<28} {r['seconds']:6.1f} s: {rates[name]:6.1f} videos/s | decode {1000 * per_video:5.1f} ms "
+        report(f"{name:<28} {r['seconds']:6.1f} s: {rates[name]:6.1f} videos/s | decode {1000 * per_video:5.1f} ms "
               f"per video | fixed cost {fixed:5.1f} s")
     plain, _, two = rates.values()
     (loop_cost, _), _, (two_cost, two_fixed) = costs.values()
-    print(f"ratio (2 workers / plain loop): {two / plain:.2f}  | loadavg(1m) after={os.getloadavg()[0]:.2f}")
+    report(f"ratio (2 workers / plain loop): {two / plain:.2f}  | loadavg(1m) after={os.getloadavg()[0]:.2f}")
     if two_cost / 2 < loop_cost / 1.5:  # (c) reaches 1.5x once its fixed cost is amortised
         break_even = two_fixed / (loop_cost / 1.5 - two_cost / 2)
-        print(f"at these costs (c) reaches 1.5x the loop from {break_even:.0f} videos; its steady-state rate is "
+        report(f"at these costs (c) reaches 1.5x the loop from {break_even:.0f} videos; its steady-state rate is "
               f"{loop_cost / (two_cost / 2):.2f}x the loop's")
 
 

@@ -22,3 +22,11 @@ def torch_machine() -> str:
         return torch.cuda.get_device_name(0)
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), no GPU")
+
+
+def report(*parts: object) -> None:
+    """Print a benchmark figure on the terminal, also after `alt`'s console setup moved library output to a
+    log file (pipelines.console)."""
+    from pipelines.console import out
+
+    print(*parts, file=out(), flush=True)

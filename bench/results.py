@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import ray
-from machine import torch_machine  # bench/ is the script's directory
+from machine import report, torch_machine  # bench/ is the script's directory
 from train_throughput import measure
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
@@ -74,7 +74,7 @@ def run_one(out: Path, prep: dict, adapter: str, seed: int, epochs: int, shots: 
         novel = prep["data"] / "labels_novel.txt"
         result["zero_shot_top1"] = evaluate(ckpt, out / "tokens", labels=novel, splits=("novel",))["top1"]
     result["wall_seconds"] = time.time() - start
-    print(json.dumps(result), flush=True)
+    report(json.dumps(result))
     return result
 
 
@@ -212,7 +212,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     setup_logging()
-    ensure_ray(include_dashboard=False)
+    ensure_ray()
     prep = prepare(out, args.videos_per_class, args.train_clips)  # idempotent: same files, corpus and shards are reused
     seeds = list(range(args.seeds))
     if args.render_only:
@@ -227,7 +227,7 @@ def main() -> None:
         (out / "results.json").write_text(json.dumps({"runs": results, "throughput": speed}, indent=1))
     table = render(results, prep, seeds, args.epochs, speed)
     (ROOT / "RESULTS.md").write_text(table)
-    print(table)
+    report(table)
     ray.shutdown()
 
 

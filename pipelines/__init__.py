@@ -11,8 +11,8 @@ _defaults = {
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "TUNE_GLOBAL_CHECKPOINT_S": "2",  # save a search's state often: `alt tune --resume` loses little
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # Tune's legacy reporter honours verbose=0; our own lines report progress
+    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's legacy reporter honours verbose=0; our own lines report progress
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",  # worker start-up on a busy 2-core machine can take minutes
 }
 if "RAY_ADDRESS" not in os.environ:

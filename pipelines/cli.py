@@ -282,6 +282,31 @@ def tune(
     _echo_json({k: summary[k] for k in ("search_id", "best", "decision", "trial_epochs", "seconds")})
 
 
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option(None, help="registry URI (default from the config: models:/alt@champion)"),
+    checkpoint: Path = typer.Option(None, help="serve a checkpoint directory instead of the registry"),
+    tracking_uri: str = typer.Option(None, help=TRACKING_HELP),
+    host: str = typer.Option(None, help="address to bind (the config's default: 127.0.0.1)"),
+    port: int = typer.Option(None, help="HTTP port (the config's default: 8000)"),
+    config: Path = typer.Option(None, help="Serve config file (default: deploy/serve.yaml)"),
+) -> None:
+    """Ray Serve: serve the champion (or a checkpoint) over HTTP with batching and autoscaling, until Ctrl-C."""
+    import os
+
+    from alt_core.errors import ConfigError
+    from pipelines.serve import DEFAULT_CONFIG, run_server, serve_config
+
+    if model and checkpoint:
+        raise ConfigError("pass --model or --checkpoint, not both")
+    if checkpoint is not None:
+        if not (checkpoint / "config.json").is_file():
+            raise ConfigError(f"{checkpoint} is not a checkpoint directory (no config.json)")
+        model = str(checkpoint.resolve())
+    run_server(serve_config(config or DEFAULT_CONFIG, model, tracking_uri, host, port),
+               token=os.environ.get("ALT_SERVE_TOKEN"))
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="working directory")) -> None:
     """The whole lifecycle on the embedded default (SynthActions + alt-tiny)."""

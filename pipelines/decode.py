@@ -33,7 +33,7 @@ from alt_core.config import DecodeSpec
 from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import ManifestError, ManifestRow, read_manifest
 from alt_core.tome import FrameTokens
-from alt_core.video import open_video, read_frames, resize_crops, test_clip_indices, train_indices
+from alt_core.video import decode_clips, open_video, test_clip_indices, train_indices
 from pipelines.console import console, ensure_ray
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,7 @@ def sample_views(row: ManifestRow, spec: DecodeSpec) -> torch.Tensor:
         clips, crops = [train_indices(total, spec.frames, rng) for _ in range(spec.train_clips)], 1
     else:
         clips, crops = test_clip_indices(total, spec.frames, spec.clips), spec.crops
-    wanted = sorted({i for clip in clips for i in clip})  # each frame decoded once, however many views use it
-    position = {frame: k for k, frame in enumerate(wanted)}
-    cropped = resize_crops(read_frames(reader, row.path, wanted), spec.size, crops)  # (crops, U, 3, S, S)
-    views = [cropped[:, [position[i] for i in clip]] for clip in clips]  # each (crops, T, 3, S, S)
-    return torch.cat(views)
+    return decode_clips(reader, row.path, clips, spec.size, crops)
 
 
 class ShardDecoder:

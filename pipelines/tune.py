@@ -310,6 +310,7 @@ def summarise(job: TrainJob, space: SearchSpace, options: SearchOptions, search:
             "trial_id": trial_id, "config": result.config, "epochs": len(history), "stop_reason": reason,
             "best_val_top1": best[METRIC] if best else None, "best_epoch": best["epoch"] if best else None,
             "checkpoint": best[CHECKPOINT_PATH_KEY] if best else None, "run_id": run_id,
+            "seconds": result.metrics.get("time_total_s"),
             "history": [{k: row[k] for k in ("epoch", METRIC, "train_loss", "train_acc")} for row in history],
             "error": str(result.error).splitlines()[0] if result.error else None})
     ranked = sorted((t for t in trials if t["best_val_top1"] is not None), key=lambda t: -t["best_val_top1"])

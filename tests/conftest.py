@@ -13,7 +13,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from alt_core.backbone import load_backbone  # noqa: E402
 from alt_core.corpus import build_corpus  # noqa: E402
-from tests.helpers import LABELS  # noqa: E402
+from tests.helpers import LABELS, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,10 @@ def micro_corpus(micro_backbone):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A private 2-CPU Ray for one test module, stopped after it (modules opt in with usefixtures)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """A private 2-CPU Ray for one test module, stopped after it (modules opt in with usefixtures).
+
+    With its dashboard (on a free port): Ray Train's placement-group cleaner asks the state API whether a
+    controller died, and without it a trial Tune stopped would keep its CPUs reserved forever."""
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=False)
     yield
     ray.shutdown()

@@ -1,5 +1,7 @@
 """Small builders shared by tests."""
 
+import socket
+
 import torch
 
 from alt_core.config import ALTConfig
@@ -20,3 +22,10 @@ def make_model(backbone, corpus, adapter: str = "alt", **overrides) -> ALTModel:
 def random_clip(batch: int = 2, frames: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

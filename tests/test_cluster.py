@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from alt_core.corpus import EntityCorpus
 from alt_core.synthetic.synth import all_classes, generate_synth_actions
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -86,12 +86,6 @@ def test_both_stages_on_a_two_node_cluster(dataset: Path, tmp_path: Path, micro_
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_group(pgid: int, grace_s: float = 10.0) -> None:

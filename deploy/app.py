@@ -1,0 +1,495 @@
+"""The Ray Serve application (docs/serving.md): an ingress that checks requests and decodes uploads, and a
+model deployment whose forward is dynamically batched across requests.
+
+- `Ingress` (FastAPI): authentication, the upload cap (checked from Content-Length and while reading),
+  parameter checks, decoding from memory at the model's scale (decord; frames sampled as in evaluation),
+  a time budget per request, JSON errors `{"error": {"code", "message"}}` with a 4xx status for the
+  client's fault; no error takes a replica down.
+- `ALTModelServer`: loads `models:/alt@champion` (or a checkpoint directory), batches requests with
+  `@serve.batch` (clips of different label sets and view counts share one backbone + adapter forward), caches
+  the class matrix of each label set (bounded), and switches to a new version when the alias moves, without
+  failing requests in flight.
+
+`build_app(args)` is the application builder `serve run deploy/serve.yaml` and `alt serve` call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from alt_core.alignment import explain
+from alt_core.checkpoint import load_checkpoint
+from alt_core.config import Settings, setting
+from alt_core.model import ALTModel
+from alt_core.video import VideoDecodeError, load_views
+
+logger = logging.getLogger(__name__)
+MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS = 1000, 200, 8
+OPTION_NAMES = ("top_k", "labels", "explain", "clips")
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+@dataclass
+class ServeSettings(Settings):
+    """The application's arguments (`args` in deploy/serve.yaml)."""
+
+    model: str = setting("models:/alt@champion", "registry URI (models:/NAME@ALIAS or models:/NAME/VERSION) or "
+                                                 "a checkpoint directory")
+    tracking_uri: str | None = setting(None, "MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI)")
+    max_upload_mb: float = setting(64.0, "largest upload accepted (413 above)")
+    request_timeout_s: float = setting(30.0, "time budget of one request: decode + model (504 when exceeded)")
+    max_batch_size: int = setting(8, "requests one forward may batch")
+    batch_wait_timeout_s: float = setting(0.02, "how long a batch waits to fill")
+    label_cache_size: int = setting(64, "label sets whose class matrix stays cached per replica")
+    watch_s: float = setting(10.0, "how often a replica checks whether the registry alias moved (0: never)")
+
+
+class APIError(Exception):
+    """A request the server refuses: HTTP status, a short code and a sentence."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+api = FastAPI(title="ALT on Ray", version="1",
+              description="Video action recognition with ALT (Align before Adapt): top-k labels for an uploaded "
+                          "clip, open-vocabulary label sets, and the entities each prediction was built from.")
+_limits = {"max_upload_bytes": 64 * 2**20}  # set per replica from ServeSettings
+
+
+@api.exception_handler(APIError)
+async def _api_error(_: Request, err: APIError) -> JSONResponse:
+    return error_response(err.status, err.code, err.message, err.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+    first = err.errors()[0] if err.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+    return error_response(422, "invalid_parameter", f"{where}: {first.get('msg', 'invalid value')}")
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(_: Request, err: HTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "upload_too_large"}
+    return error_response(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail),
+                          getattr(err, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+    logger.exception("unexpected error while serving a request")
+    return error_response(500, "internal_error", f"the server failed on this request ({type(err).__name__})")
+
+
+class UploadLimit:
+    """ASGI middleware: refuse bodies over the cap from Content-Length before reading, and while reading when
+    the length is not announced (chunked uploads)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = _limits["max_upload_bytes"]
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            response = error_response(413, "upload_too_large", f"the upload is larger than {limit} bytes")
+            return await response(scope, receive, send)
+        received = 0
+
+        async def capped_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, f"the upload is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, capped_receive, send)
+
+
+api.add_middleware(UploadLimit)
+
+
+@dataclass
+class Options:
+    top_k: int = 5
+    labels: list[str] | None = None
+    explain: bool = True
+    clips: int = 1
+
+
+def parse_options(pairs: list[tuple[str, str]]) -> Options:
+    """Request parameters (query string or form fields) -> Options; anything unknown or out of range is a 4xx."""
+    unknown = sorted({k for k, _ in pairs} - set(OPTION_NAMES))
+    if unknown:
+        raise APIError(400, "unknown_parameter", f"unknown parameter(s) {unknown}; known: {list(OPTION_NAMES)}")
+    options = Options()
+    values: dict[str, list[str]] = {}
+    for key, value in pairs:
+        values.setdefault(key, []).append(value)
+    for key in ("top_k", "explain", "clips"):
+        if len(values.get(key, [])) > 1:
+            raise APIError(400, "invalid_parameter", f"{key} is given more than once")
+    try:
+        if "top_k" in values:
+            options.top_k = int(values["top_k"][0])
+        if "clips" in values:
+            options.clips = int(values["clips"][0])
+    except ValueError as err:
+        raise APIError(422, "invalid_parameter", "top_k and clips must be integers") from err
+    if "explain" in values:
+        flag = values["explain"][0].lower()
+        if flag not in ("true", "false", "1", "0"):
+            raise APIError(422, "invalid_parameter", "explain must be true or false")
+        options.explain = flag in ("true", "1")
+    if "labels" in values:
+        labels = [label.strip() for label in values["labels"]]
+        if not labels or any(not label for label in labels):
+            raise APIError(422, "invalid_labels", "labels must be non-empty class names")
+        if len(labels) > MAX_LABELS:
+            raise APIError(422, "invalid_labels", f"at most {MAX_LABELS} labels, got {len(labels)}")
+        if any(len(label) > MAX_LABEL_CHARS for label in labels):
+            raise APIError(422, "invalid_labels", f"a label is longer than {MAX_LABEL_CHARS} characters")
+        if len(set(labels)) != len(labels):
+            raise APIError(422, "invalid_labels", "labels must not repeat")
+        options.labels = labels
+    if options.top_k < 1:
+        raise APIError(422, "invalid_parameter", f"top_k must be >= 1, got {options.top_k}")
+    if not 1 <= options.clips <= MAX_CLIPS:
+        raise APIError(422, "invalid_parameter", f"clips must be between 1 and {MAX_CLIPS}, got {options.clips}")
+    return options
+
+
+def query_pairs(request: Request) -> list[tuple[str, str]]:
+    """The query string, decoded strictly: non-UTF-8 bytes are a client error, not replacement characters."""
+    try:
+        return parse_qsl(request.scope.get("query_string", b"").decode("ascii"), keep_blank_values=True,
+                         encoding="utf-8", errors="strict")
+    except UnicodeError as err:
+        raise APIError(400, "invalid_encoding", "parameters must be UTF-8") from err
+
+
+async def read_upload(request: Request) -> tuple[bytes, list[tuple[str, str]]]:
+    """The clip's bytes and any form fields: multipart `file`, or the raw body with a video/* content type."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=MAX_LABELS + 10)
+        except HTTPException:
+            raise
+        except Exception as err:  # a malformed multipart body
+            raise APIError(400, "malformed_body", f"cannot parse the multipart body ({err})") from err
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise APIError(400, "missing_file", "the multipart body has no `file` field with the clip")
+            name = upload.filename or ""
+            if "/" in name or "\\" in name or ".." in name or "\x00" in name:
+                raise APIError(400, "invalid_filename", "the file name must not contain a path")
+            fields = [(k, v) for k, v in form.multi_items() if k != "file"]
+            if any(not isinstance(v, str) for _, v in fields):
+                raise APIError(400, "unexpected_file", "only one file, in the `file` field, is accepted")
+            return await upload.read(), fields
+        finally:
+            await form.close()  # spooled temporary files are deleted here
+    if content_type.startswith("video/") or content_type == "application/octet-stream":
+        return await request.body(), []
+    if content_type == "application/json":
+        try:
+            json.loads(await request.body())
+        except ValueError as err:
+            raise APIError(400, "malformed_json", f"the JSON body does not parse ({err})") from err
+    raise APIError(415, "unsupported_media_type",
+                   "send the clip as multipart/form-data (field `file`) or as the raw body with a video/* type")
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    """HTTP front: checks, decoding, time budget; forwards decoded views to the model deployment."""
+
+    def __init__(self, model: DeploymentHandle, settings: dict):
+        self.model = model
+        self.settings = ServeSettings.from_dict(settings)
+        _limits["max_upload_bytes"] = int(self.settings.max_upload_mb * 2**20)
+        self.token = os.environ.get("ALT_SERVE_TOKEN") or None
+        self.info: dict | None = None
+        self.info_at = 0.0
+
+    def authorize(self, request: Request) -> None:
+        if self.token is None:
+            return
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+            raise APIError(401, "unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+
+    async def model_info(self, max_age_s: float = 5.0) -> dict:
+        if self.info is None or time.monotonic() - self.info_at > max_age_s:
+            self.info = await self.model.info.remote()
+            self.info_at = time.monotonic()
+        return self.info
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        if not PAGE.is_file():
+            raise APIError(404, "not_found", "no web page in this build; the API is under /v1 (see /docs)")
+        return HTMLResponse(PAGE.read_text())
+
+    @api.get("/healthz", summary="Liveness: the process answers")
+    async def healthz(self) -> dict:
+        return {"status": "alive"}
+
+    @api.get("/readyz", summary="Readiness: the model is loaded and warm")
+    async def readyz(self) -> dict:
+        try:
+            info = await asyncio.wait_for(self.model_info(max_age_s=0), 10)
+        except Exception as err:
+            raise APIError(503, "not_ready", f"the model deployment is not ready ({type(err).__name__})",
+                           {"Retry-After": "5"}) from err
+        return {"status": "ready", "model": info["model"]}
+
+    @api.get("/v1/model", summary="The model being served: version, run, data hash, labels")
+    async def model_card(self, request: Request) -> dict:
+        self.authorize(request)
+        info = await self.model_info(max_age_s=0)
+        return {**info["model"], "labels": info["labels"], "num_frames": info["num_frames"],
+                "image_size": info["image_size"]}
+
+    @api.get("/v1/labels", summary="The checkpoint's own label set")
+    async def labels(self, request: Request) -> dict:
+        self.authorize(request)
+        return {"labels": (await self.model_info())["labels"]}
+
+    @api.get("/v1/stats", summary="Batch sizes and requests served by the replica that answers")
+    async def stats(self, request: Request) -> dict:
+        self.authorize(request)
+        return await self.model.stats.remote()
+
+    @api.post("/v1/predict", summary="Top-k labels and the aligned entities of an uploaded clip")
+    async def predict(self, request: Request,
+                      top_k: int = Query(5, description="labels to return"),
+                      labels: list[str] | None = Query(None, description="open vocabulary: score these names "
+                                                                             "instead of the checkpoint's labels"),
+                      explain: bool = Query(True, description="return the aligned entities"),
+                      clips: int = Query(1, description="temporal test views, averaged")) -> dict:
+        """The clip goes as multipart/form-data (field `file`; parameters may also be form fields) or as the raw
+        body with a `video/*` content type. At most `max_upload_mb`; decoded in memory at the model's scale."""
+        start = time.perf_counter()
+        self.authorize(request)
+        deadline = start + self.settings.request_timeout_s
+        data, fields = await read_upload(request)
+        options = parse_options(query_pairs(request) + fields)
+        if not data:
+            raise APIError(400, "empty_upload", "the upload is empty")
+        info = await self.model_info()
+        label_count = len(options.labels or info["labels"])
+        if options.top_k > label_count:
+            raise APIError(422, "invalid_parameter", f"top_k {options.top_k} exceeds the {label_count} labels")
+        try:
+            views = await asyncio.wait_for(asyncio.to_thread(load_views, data, info["num_frames"],
+                                                             info["image_size"], options.clips, 1, "upload"),
+                                           max(0.001, deadline - time.perf_counter()))
+        except VideoDecodeError as err:
+            raise APIError(422, "undecodable_video", str(err)) from err
+        except TimeoutError as err:
+            raise APIError(504, "timeout", "decoding took longer than the request's time budget") from err
+        finally:
+            del data
+        decoded = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(
+                self.model.predict.remote({"views": views, "labels": options.labels, "top_k": options.top_k,
+                                           "explain": options.explain}),
+                max(0.001, deadline - time.perf_counter()))
+        except TimeoutError as err:
+            raise APIError(504, "timeout", "the model did not answer within the request's time budget") from err
+        except BackPressureError as err:
+            raise APIError(503, "overloaded", "the model deployment's queue is full; retry shortly",
+                           {"Retry-After": "1"}) from err
+        if "error" in result:
+            raise APIError(503, "model_changed", result["error"], {"Retry-After": "1"})
+        done = time.perf_counter()
+        return {"model": result["model"], "predictions": result["predictions"], "entities": result["entities"],
+                "timing_ms": {"decode": round(1000 * (decoded - start), 1), "model": round(1000 * (done - decoded), 1),
+                              "total": round(1000 * (done - start), 1), "batch_size": result["batch_size"]}}
+
+
+def registry_version(reference: str, tracking_uri: str | None) -> dict:
+    """What a registry URI points at now: {"version", "run_id", "data_hash", "alias"}; {} for a directory."""
+    if not reference.startswith("models:/"):
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    name_and_ref = reference[len("models:/"):]
+    client = MlflowClient(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    if "@" in name_and_ref:
+        name, alias = name_and_ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = name_and_ref.split("/", 1)
+        alias, version = None, client.get_model_version(name, number)
+    return {"name": name, "version": int(version.version), "alias": alias, "run_id": version.run_id,
+            "data_hash": version.tags.get("data_hash"), "val_top1": version.tags.get("val_top1")}
+
+
+class LoadedModel:
+    """One model version with its metadata and a bounded cache of class matrices per label set."""
+
+    def __init__(self, model: ALTModel, meta: dict, cache_size: int):
+        self.model, self.meta, self.cache_size = model, meta, cache_size
+        self.classes: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def class_matrix(self, labels: list[str] | None) -> torch.Tensor:
+        if labels is None:
+            return self.model.class_embeddings
+        key = tuple(labels)
+        with self.lock:
+            if key in self.classes:
+                self.classes.move_to_end(key)
+                return self.classes[key]
+        matrix = self.model.class_matrix(labels)  # (C, D), outside the lock: the text tower is the slow part
+        with self.lock:
+            self.classes[key] = matrix
+            while len(self.classes) > self.cache_size:
+                self.classes.popitem(last=False)
+        return matrix
+
+
+@serve.deployment(name="ALTModel")
+class ALTModelServer:
+    """The model replica: dynamic batching over requests, label-set cache, hot swap on a moved alias."""
+
+    def __init__(self, settings: dict):
+        self.settings = ServeSettings.from_dict(settings)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.loaded = self.load(self.settings.model)
+        self.batch_sizes: Counter[int] = Counter()
+        self.served = 0
+        self.configure_batching(self.settings.max_batch_size, self.settings.batch_wait_timeout_s)
+        self.stop = threading.Event()
+        if self.settings.model.startswith("models:/") and "@" in self.settings.model and self.settings.watch_s > 0:
+            threading.Thread(target=self.watch, name="alias-watcher", daemon=True).start()
+
+    def load(self, reference: str) -> LoadedModel:
+        from pipelines.tracking import resolve_model
+
+        meta = {"uri": reference} | registry_version(reference, self.settings.tracking_uri)
+        local = resolve_model(reference, self.settings.tracking_uri)
+        model = load_checkpoint(local, device=self.device)
+        meta["checkpoint"] = str(local) if not reference.startswith("models:/") else None
+        meta["adapter"] = model.config.adapter
+        size, frames = model.backbone.image_size, model.config.num_frames
+        with torch.inference_mode():  # warm: the first request should not pay for allocator and kernel set-up
+            model.embed(pixels=torch.zeros(1, frames, 3, size, size, dtype=torch.uint8, device=self.device))
+        logger.info(f"serving {reference} ({meta.get('version', 'directory')})")
+        return LoadedModel(model, meta, self.settings.label_cache_size)
+
+    def watch(self) -> None:
+        """Poll the alias; load a new version beside the old one, then swap (requests in flight keep theirs)."""
+        while not self.stop.wait(self.settings.watch_s):
+            try:
+                now = registry_version(self.settings.model, self.settings.tracking_uri).get("version")
+                if now is not None and now != self.loaded.meta.get("version"):
+                    self.loaded = self.load(self.settings.model)
+            except Exception:
+                logger.exception("checking the registry alias failed; keeping the current model")
+
+    def configure_batching(self, max_batch_size: int, wait_s: float) -> None:
+        self.run_batch.set_max_batch_size(max_batch_size)
+        self.run_batch.set_batch_wait_timeout_s(wait_s)
+
+    def reconfigure(self, user_config: dict) -> None:
+        """`user_config` of deploy/serve.yaml: batching knobs, and `model` to switch models without a restart."""
+        if "max_batch_size" in user_config or "batch_wait_timeout_s" in user_config:
+            self.configure_batching(int(user_config.get("max_batch_size", self.settings.max_batch_size)),
+                                    float(user_config.get("batch_wait_timeout_s", self.settings.batch_wait_timeout_s)))
+        if user_config.get("model") and user_config["model"] != self.loaded.meta["uri"]:
+            self.settings.model = user_config["model"]
+            self.loaded = self.load(user_config["model"])
+
+    async def info(self) -> dict:
+        model = self.loaded.model
+        return {"model": self.loaded.meta, "labels": model.labels, "num_frames": model.config.num_frames,
+                "image_size": model.backbone.image_size}
+
+    async def stats(self) -> dict:
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "requests": self.served,
+                "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
+
+    async def predict(self, item: dict) -> dict:
+        return await self.run_batch(item)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def run_batch(self, items: list[dict]) -> list[dict]:
+        loaded = self.loaded  # one version for the whole batch, even if the alias moves meanwhile
+        results = await asyncio.to_thread(self.forward, loaded, items)
+        self.batch_sizes[len(items)] += 1
+        self.served += len(items)
+        return results
+
+    def forward(self, loaded: LoadedModel, items: list[dict]) -> list[dict]:
+        model = loaded.model
+        expected = (model.config.num_frames, 3, model.backbone.image_size, model.backbone.image_size)
+        good = [it for it in items if tuple(it["views"].shape[1:]) == expected]
+        good_ids = {id(it) for it in good}
+        pixels = torch.cat([it["views"] for it in good]).to(self.device) if good else None  # (sum V, T, 3, S, S)
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
+                                                    enabled=self.device.type == "cuda"):
+            video, alignment = model.embed(pixels=pixels) if good else (None, None)
+        units = [e.unit for e in model.entities]
+        descriptions = [e.description for e in model.entities]
+        results, offset = [], 0
+        for it in items:
+            if id(it) not in good_ids:  # decoded for a model version that has just been replaced
+                results.append({"error": "the model changed while the clip was decoded; retry"})
+                continue
+            count = it["views"].shape[0]
+            with torch.inference_mode():
+                logits = model.logits(video[offset:offset + count].float(), loaded.class_matrix(it["labels"]))
+            probs = logits.mean(0).softmax(-1)  # views averaged
+            names = it["labels"] or model.labels
+            top = probs.topk(min(it["top_k"], len(names)))
+            entities = []
+            if it["explain"] and alignment is not None:
+                entities = [{"unit": e.unit, "description": e.description, "score": round(e.score, 4),
+                             "frames": e.frames} for e in explain(alignment, units, descriptions, item=offset)]
+            results.append({"model": loaded.meta, "batch_size": len(items), "entities": entities,
+                            "predictions": [{"label": names[i], "score": round(float(p), 4)}
+                                            for p, i in zip(top.values, top.indices.tolist(), strict=True)]})
+            offset += count
+        return results
+
+
+def build_app(args: dict) -> serve.Application:
+    """The application `import_path: deploy.app:build_app` names; `args` are `ServeSettings` fields."""
+    settings = ServeSettings.from_dict(args or {}).to_dict()
+    return Ingress.bind(ALTModelServer.bind(settings), settings)
