@@ -13,7 +13,6 @@ model deployment whose forward is dynamically batched across requests.
 `build_app(args)` is the application builder `serve run deploy/serve.yaml` and `alt serve` call.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hmac
@@ -44,7 +43,7 @@ from alt_core.model import ALTModel
 from alt_core.video import VideoDecodeError, load_views
 
 logger = logging.getLogger(__name__)
-MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS = 1000, 200, 8
+MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS, DEFAULT_TOP_K = 1000, 200, 8, 5
 OPTION_NAMES = ("top_k", "labels", "explain", "clips")
 PAGE = Path(__file__).parent / "static" / "index.html"
 
@@ -79,7 +78,9 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 api = FastAPI(title="ALT on Ray", version="1",
               description="Video action recognition with ALT (Align before Adapt): top-k labels for an uploaded "
                           "clip, open-vocabulary label sets, and the entities each prediction was built from.")
-_limits = {"max_upload_bytes": 64 * 2**20}  # set per replica from ServeSettings
+# The upload cap reaches the middleware through the replica's environment: Serve rebuilds the FastAPI app
+# inside the replica, so module state set by the deployment's constructor is not what the middleware reads.
+UPLOAD_CAP_ENV = "ALT_MAX_UPLOAD_BYTES"
 
 
 @api.exception_handler(APIError)
@@ -117,7 +118,7 @@ class UploadLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = _limits["max_upload_bytes"]
+        limit = int(os.environ.get(UPLOAD_CAP_ENV, 64 * 2**20))
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             response = error_response(413, "upload_too_large", f"the upload is larger than {limit} bytes")
@@ -140,7 +141,7 @@ api.add_middleware(UploadLimit)
 
 @dataclass
 class Options:
-    top_k: int = 5
+    top_k: int | None = None  # None: the default, 5 or every label if there are fewer
     labels: list[str] | None = None
     explain: bool = True
     clips: int = 1
@@ -181,7 +182,7 @@ def parse_options(pairs: list[tuple[str, str]]) -> Options:
         if len(set(labels)) != len(labels):
             raise APIError(422, "invalid_labels", "labels must not repeat")
         options.labels = labels
-    if options.top_k < 1:
+    if options.top_k is not None and options.top_k < 1:
         raise APIError(422, "invalid_parameter", f"top_k must be >= 1, got {options.top_k}")
     if not 1 <= options.clips <= MAX_CLIPS:
         raise APIError(422, "invalid_parameter", f"clips must be between 1 and {MAX_CLIPS}, got {options.clips}")
@@ -239,7 +240,7 @@ class Ingress:
     def __init__(self, model: DeploymentHandle, settings: dict):
         self.model = model
         self.settings = ServeSettings.from_dict(settings)
-        _limits["max_upload_bytes"] = int(self.settings.max_upload_mb * 2**20)
+        os.environ[UPLOAD_CAP_ENV] = str(int(self.settings.max_upload_mb * 2**20))
         self.token = os.environ.get("ALT_SERVE_TOKEN") or None
         self.info: dict | None = None
         self.info_at = 0.0
@@ -295,7 +296,8 @@ class Ingress:
 
     @api.post("/v1/predict", summary="Top-k labels and the aligned entities of an uploaded clip")
     async def predict(self, request: Request,
-                      top_k: int = Query(5, description="labels to return"),
+                      top_k: int = Query(DEFAULT_TOP_K, description="labels to return (default: 5, or every label "
+                                                                    "when there are fewer)"),
                       labels: list[str] | None = Query(None, description="open vocabulary: score these names "
                                                                              "instead of the checkpoint's labels"),
                       explain: bool = Query(True, description="return the aligned entities"),
@@ -311,8 +313,9 @@ class Ingress:
             raise APIError(400, "empty_upload", "the upload is empty")
         info = await self.model_info()
         label_count = len(options.labels or info["labels"])
-        if options.top_k > label_count:
+        if options.top_k is not None and options.top_k > label_count:
             raise APIError(422, "invalid_parameter", f"top_k {options.top_k} exceeds the {label_count} labels")
+        top_k = options.top_k or min(DEFAULT_TOP_K, label_count)
         try:
             views = await asyncio.wait_for(asyncio.to_thread(load_views, data, info["num_frames"],
                                                              info["image_size"], options.clips, 1, "upload"),
@@ -326,7 +329,7 @@ class Ingress:
         decoded = time.perf_counter()
         try:
             result = await asyncio.wait_for(
-                self.model.predict.remote({"views": views, "labels": options.labels, "top_k": options.top_k,
+                self.model.predict.remote({"views": views, "labels": options.labels, "top_k": top_k,
                                            "explain": options.explain}),
                 max(0.001, deadline - time.perf_counter()))
         except TimeoutError as err:

@@ -200,8 +200,8 @@ BAD_INPUTS = {
     "top_k not a number": (lambda s: post(s, clip_bytes(), params={"top_k": "many"}), 422, "invalid_parameter"),
     "clips 0": (lambda s: post(s, clip_bytes(), params={"clips": 0}), 422, "invalid_parameter"),
     "labels empty": (lambda s: post(s, clip_bytes(), params={"labels": ""}), 422, "invalid_labels"),
-    "over 1000 labels": (lambda s: post(s, files={"file": ("c.mp4", clip_bytes()),
-                                                  "labels": [(None, f"class {i}") for i in range(1001)]}), 422,
+    "over 1000 labels": (lambda s: post(s, files=[("file", ("c.mp4", clip_bytes()))] +
+                                         [("labels", (None, f"class {i}")) for i in range(1001)]), 422,
                          "invalid_labels"),
     "a label over 200 characters": (lambda s: post(s, clip_bytes(), params={"labels": "x" * 201}), 422,
                                     "invalid_labels"),
