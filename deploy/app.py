@@ -58,7 +58,7 @@ class ServeSettings(Settings):
     max_upload_mb: float = setting(64.0, "largest upload accepted (413 above)")
     request_timeout_s: float = setting(30.0, "time budget of one request: decode + model (504 when exceeded)")
     max_batch_size: int = setting(8, "requests one forward may batch")
-    batch_wait_timeout_s: float = setting(0.02, "how long a batch waits to fill")
+    batch_wait_timeout_s: float = setting(0.005, "how long a batch waits to fill")
     label_cache_size: int = setting(64, "label sets whose class matrix stays cached per replica")
     watch_s: float = setting(10.0, "how often a replica checks whether the registry alias moved (0: never)")
 
@@ -451,7 +451,7 @@ class ALTModelServer:
     async def predict(self, item: dict) -> dict:
         return await self.run_batch(item)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def run_batch(self, items: list[dict]) -> list[dict]:
         loaded = self.loaded  # one version for the whole batch, even if the alias moves meanwhile
         results = await asyncio.to_thread(self.forward, loaded, items)

@@ -46,7 +46,7 @@ def run_demo(out: str | Path, videos_per_class: int = 6, epochs: int = 4, seed: 
     logger.info(f"synth: {synth['videos']} SynthActions videos ({synth['seen_classes']} seen, "
                 f"{synth['novel_classes']} novel classes) in {data}")
     ensure_ray()
-    corpus = build_corpus_dataset(data / "labels_seen.txt", ["builtin", "labels", str(data / "entities.jsonl")],
+    corpus = build_corpus_dataset(data / "labels_seen.txt", ["labels", str(data / "entities.jsonl")],
                                   "alt-tiny", None, out / "corpus.parquet")
     decoded = decode_manifest(data / "manifest.parquet", out / "clips",
                               DecodeSpec(cache_tokens=True, backbone="alt-tiny", seed=seed))
