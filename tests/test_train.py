@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alt_core.checkpoint import load_checkpoint
+from alt_core.checkpoint import load_checkpoint, read_config
 from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
 from alt_core.corpus import build_corpus
 from alt_core.errors import ALTError
@@ -59,6 +59,9 @@ def test_train_tracks_checkpoints_and_evaluates(workspace):
     assert run["history"]["lr"] == pytest.approx([3e-3, 1.5e-3])  # cosine decay from the peak, per epoch
     assert {"checkpoint/model.safetensors", "checkpoint/config.json"} <= set(run["checkpoint_artifacts"])
     assert summary["model_version"] >= 1
+    history = [row["val_top1"] for row in summary["history"]]
+    provenance = read_config(summary["checkpoint"])["provenance"]  # the kept checkpoint: the best validation epoch
+    assert provenance["epoch"] == summary["best"]["epoch"] and history[provenance["epoch"] - 1] == max(history)
     report = evaluate(summary["checkpoint"], workspace["root"] / "tokens", splits=("test",))
     assert report["protocol"] == "supervised" and report["views_per_video"] == 2 and report["videos"] == 4
     assert 0.0 <= report["top1"] <= report["top5"] <= 1.0 and len(report["data_hash"]) == 16
@@ -103,7 +106,13 @@ def test_killed_worker_resumes_from_checkpoint(workspace):
     assert json.loads((out / "train.json").read_text())["metrics"]["epoch"] == 20
 
 
-def test_existing_run_needs_resume(workspace):
+def test_existing_run_needs_resume_and_resume_continues_it(workspace):
     out = workspace["root"] / "run_tokens"
     with pytest.raises(ALTError, match="--resume"):
         train(job(workspace, "tokens", out))
+    first = json.loads((out / "train.json").read_text())
+    resumed = train(job(workspace, "tokens", out, {"epochs": 3}, resume=True,
+                        labels=str(workspace["root"] / "synth" / "labels_seen.txt")))
+    assert resumed["run_id"] == first["run_id"] and [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
+    run = tracking.run_summary(resumed["tracking_uri"], resumed["run_id"])
+    assert [int(v) for v in run["history"]["resumed_from_epoch"]] == [0, 2]  # epoch 3 ran on the restored state
