@@ -192,14 +192,15 @@ def main() -> None:
         sampler.start()
         batched = asyncio.run(http_load(url, clips, args.requests, args.concurrency))
         load_end = time.monotonic() - sampler.start_time
-        deadline = time.monotonic() + 120
-        while replica_count() > 1 and time.monotonic() < deadline:
+        down_at, deadline = None, time.monotonic() + 120
+        while down_at is None and time.monotonic() < deadline:  # observed here: the sampler may not see it
+            if replica_count() <= 1:
+                down_at = time.monotonic() - sampler.start_time
             time.sleep(0.5)
         sampler.stop.set()
         sampler.join()
-        scaled = [(t, n) for t, n in sampler.samples]
+        scaled = sampler.samples
         up_at = next((t for t, n in scaled if n >= 2), None)
-        down_at = next((t for t, n in scaled if t > load_end and n <= 1), None)
 
         model = load_checkpoint(checkpoint)
         views = [load_views(c, model.config.num_frames, model.backbone.image_size) for c in clips]

@@ -22,14 +22,14 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -44,8 +44,8 @@ from alt_core.video import VideoDecodeError, load_views
 
 logger = logging.getLogger(__name__)
 MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS, DEFAULT_TOP_K = 1000, 200, 8, 5
+DECODE_THREADS = 2  # per ingress replica
 OPTION_NAMES = ("top_k", "labels", "explain", "clips")
-PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 @dataclass
@@ -118,9 +118,12 @@ class UploadLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = int(os.environ.get(UPLOAD_CAP_ENV, 64 * 2**20))
+        limit = int(os.environ.get(UPLOAD_CAP_ENV, ServeSettings.max_upload_mb * 2**20))
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        if length is not None and not length.isdigit():
+            response = error_response(400, "malformed_body", "the Content-Length header is not a number")
+            return await response(scope, receive, send)
+        if length is not None and int(length) > limit:
             response = error_response(413, "upload_too_large", f"the upload is larger than {limit} bytes")
             return await response(scope, receive, send)
         received = 0
@@ -244,6 +247,9 @@ class Ingress:
         self.token = os.environ.get("ALT_SERVE_TOKEN") or None
         self.info: dict | None = None
         self.info_at = 0.0
+        # decodes run here, a few at a time: a decode past its deadline cannot be interrupted, so the pool bounds
+        # how many such threads (and their uploads) a replica can hold; queued decodes wait within their deadline
+        self.decoders = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
 
     def authorize(self, request: Request) -> None:
         if self.token is None:
@@ -257,12 +263,6 @@ class Ingress:
             self.info = await self.model.info.remote()
             self.info_at = time.monotonic()
         return self.info
-
-    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page(self) -> HTMLResponse:
-        if not PAGE.is_file():
-            raise APIError(404, "not_found", "no web page in this build; the API is under /v1 (see /docs)")
-        return HTMLResponse(PAGE.read_text())
 
     @api.get("/healthz", summary="Liveness: the process answers")
     async def healthz(self) -> dict:
@@ -316,16 +316,14 @@ class Ingress:
         if options.top_k is not None and options.top_k > label_count:
             raise APIError(422, "invalid_parameter", f"top_k {options.top_k} exceeds the {label_count} labels")
         top_k = options.top_k or min(DEFAULT_TOP_K, label_count)
+        decode = asyncio.get_running_loop().run_in_executor(
+            self.decoders, load_views, data, info["num_frames"], info["image_size"], options.clips, 1, "upload")
         try:
-            views = await asyncio.wait_for(asyncio.to_thread(load_views, data, info["num_frames"],
-                                                             info["image_size"], options.clips, 1, "upload"),
-                                           max(0.001, deadline - time.perf_counter()))
+            views = await asyncio.wait_for(decode, max(0.001, deadline - time.perf_counter()))
         except VideoDecodeError as err:
             raise APIError(422, "undecodable_video", str(err)) from err
         except TimeoutError as err:
             raise APIError(504, "timeout", "decoding took longer than the request's time budget") from err
-        finally:
-            del data
         decoded = time.perf_counter()
         try:
             result = await asyncio.wait_for(
@@ -343,24 +341,6 @@ class Ingress:
         return {"model": result["model"], "predictions": result["predictions"], "entities": result["entities"],
                 "timing_ms": {"decode": round(1000 * (decoded - start), 1), "model": round(1000 * (done - decoded), 1),
                               "total": round(1000 * (done - start), 1), "batch_size": result["batch_size"]}}
-
-
-def registry_version(reference: str, tracking_uri: str | None) -> dict:
-    """What a registry URI points at now: {"version", "run_id", "data_hash", "alias"}; {} for a directory."""
-    if not reference.startswith("models:/"):
-        return {}
-    from mlflow.tracking import MlflowClient
-
-    name_and_ref = reference[len("models:/"):]
-    client = MlflowClient(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-    if "@" in name_and_ref:
-        name, alias = name_and_ref.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias)
-    else:
-        name, number = name_and_ref.split("/", 1)
-        alias, version = None, client.get_model_version(name, number)
-    return {"name": name, "version": int(version.version), "alias": alias, "run_id": version.run_id,
-            "data_hash": version.tags.get("data_hash"), "val_top1": version.tags.get("val_top1")}
 
 
 class LoadedModel:
@@ -398,14 +378,16 @@ class ALTModelServer:
         self.batch_sizes: Counter[int] = Counter()
         self.served = 0
         self.configure_batching(self.settings.max_batch_size, self.settings.batch_wait_timeout_s)
-        self.stop = threading.Event()
-        if self.settings.model.startswith("models:/") and "@" in self.settings.model and self.settings.watch_s > 0:
-            threading.Thread(target=self.watch, name="alias-watcher", daemon=True).start()
+        self.swap = threading.Lock()  # one load at a time: the watcher and reconfigure may both want one
+        threading.Thread(target=self.watch, name="alias-watcher", daemon=True).start()
 
     def load(self, reference: str) -> LoadedModel:
-        from pipelines.tracking import resolve_model
+        from pipelines.tracking import registry_version, resolve_model
 
-        meta = {"uri": reference} | registry_version(reference, self.settings.tracking_uri)
+        meta = {"uri": reference}
+        if reference.startswith("models:/"):  # resolve an alias once, then load exactly that version
+            meta |= registry_version(reference, self.settings.tracking_uri)
+            reference = f"models:/{meta['name']}/{meta['version']}"
         local = resolve_model(reference, self.settings.tracking_uri)
         model = load_checkpoint(local, device=self.device)
         meta["checkpoint"] = str(local) if not reference.startswith("models:/") else None
@@ -417,14 +399,33 @@ class ALTModelServer:
         return LoadedModel(model, meta, self.settings.label_cache_size)
 
     def watch(self) -> None:
-        """Poll the alias; load a new version beside the old one, then swap (requests in flight keep theirs)."""
-        while not self.stop.wait(self.settings.watch_s):
+        """While the served reference is a registry alias, poll it; load a moved alias's version beside the
+        old one, then swap (requests in flight keep theirs). A version that failed to load is not retried."""
+        from pipelines.tracking import registry_version
+
+        failed = None
+        while self.settings.watch_s > 0:
+            time.sleep(self.settings.watch_s)
+            reference = self.settings.model
+            if not (reference.startswith("models:/") and "@" in reference):
+                continue
             try:
-                now = registry_version(self.settings.model, self.settings.tracking_uri).get("version")
-                if now is not None and now != self.loaded.meta.get("version"):
-                    self.loaded = self.load(self.settings.model)
+                now = registry_version(reference, self.settings.tracking_uri)["version"]
             except Exception:
                 logger.exception("checking the registry alias failed; keeping the current model")
+                continue
+            if now in (self.loaded.meta.get("version"), failed):
+                continue
+            try:
+                self.switch(reference)
+            except Exception:
+                failed = now
+                logger.exception(f"loading version {now} of {reference} failed; keeping the current model")
+
+    def switch(self, reference: str) -> None:
+        with self.swap:
+            self.loaded = self.load(reference)
+            self.settings.model = reference
 
     def configure_batching(self, max_batch_size: int, wait_s: float) -> None:
         self.run_batch.set_max_batch_size(max_batch_size)
@@ -436,8 +437,7 @@ class ALTModelServer:
             self.configure_batching(int(user_config.get("max_batch_size", self.settings.max_batch_size)),
                                     float(user_config.get("batch_wait_timeout_s", self.settings.batch_wait_timeout_s)))
         if user_config.get("model") and user_config["model"] != self.loaded.meta["uri"]:
-            self.settings.model = user_config["model"]
-            self.loaded = self.load(user_config["model"])
+            self.switch(user_config["model"])
 
     async def info(self) -> dict:
         model = self.loaded.model

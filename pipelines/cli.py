@@ -299,11 +299,14 @@ def serve_cmd(
 
     if model and checkpoint:
         raise ConfigError("pass --model or --checkpoint, not both")
-    if checkpoint is not None:
-        if not (checkpoint / "config.json").is_file():
-            raise ConfigError(f"{checkpoint} is not a checkpoint directory (no config.json)")
-        model = str(checkpoint.resolve())
-    run_server(serve_config(config or DEFAULT_CONFIG, model, tracking_uri, host, port),
+    if checkpoint is not None or (model and not model.startswith("models:/")):
+        directory = Path(checkpoint or model)
+        if not (directory / "config.json").is_file():
+            raise ConfigError(f"{directory} is not a checkpoint directory (no config.json); "
+                              "--model also takes a registry URI such as models:/alt@champion")
+        model = str(directory.resolve())
+    env_vars = {name: os.environ[name] for name in ("ALT_SERVE_TOKEN", "MLFLOW_TRACKING_URI") if name in os.environ}
+    run_server(serve_config(config or DEFAULT_CONFIG, model, tracking_uri, host, port, env_vars),
                token=os.environ.get("ALT_SERVE_TOKEN"))
 
 
@@ -323,9 +326,8 @@ def main() -> None:
     from pipelines.console import console, log_file
 
     try:
-        app(standalone_mode=False)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
+        code = app(standalone_mode=False)  # outside standalone mode, Click returns exit codes (Ctrl-C: 130)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Abort:
         print("aborted", file=console())
         sys.exit(130)

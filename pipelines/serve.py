@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import ray
 import yaml
 from ray import serve
 from ray.serve.schema import ApplicationStatus, ServeDeploySchema
@@ -26,19 +28,30 @@ APP_NAME = "alt"
 
 
 def serve_config(path: str | Path = DEFAULT_CONFIG, model: str | None = None, tracking_uri: str | None = None,
-                 host: str | None = None, port: int | None = None) -> ServeDeploySchema:
-    """The Serve config with the command line's overrides, checked against Ray's schema."""
+                 host: str | None = None, port: int | None = None,
+                 env_vars: dict[str, str] | None = None) -> ServeDeploySchema:
+    """The Serve config with the command line's overrides, checked against Ray's schema. `env_vars` reach
+    the replicas wherever they run (the bearer token, MLflow's URI), not only on a Ray started here."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Serve config {path} does not exist; deploy/serve.yaml is the default")
-    raw = yaml.safe_load(path.read_text())
-    apps = [a for a in raw.get("applications", []) if a.get("name") == APP_NAME]
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(raw, dict) or not isinstance(raw.get("applications"), list):
+        raise ConfigError(f"{path}: a Serve config is a mapping with an `applications` list (see deploy/serve.yaml)")
+    apps = [a for a in raw["applications"] if isinstance(a, dict) and a.get("name") == APP_NAME]
     if not apps:
         raise ConfigError(f"{path}: no application named {APP_NAME!r}")
+    args = apps[0]["args"] = apps[0].get("args") or {}
     if model:
-        apps[0].setdefault("args", {})["model"] = model
+        args["model"] = model
     if tracking_uri:
-        apps[0].setdefault("args", {})["tracking_uri"] = tracking_uri
+        args["tracking_uri"] = tracking_uri
+    if env_vars:
+        runtime_env = apps[0]["runtime_env"] = apps[0].get("runtime_env") or {}
+        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env_vars}
     http = raw.setdefault("http_options", {})
     if host:
         http["host"] = host
@@ -62,8 +75,9 @@ def deploy(config: ServeDeploySchema, timeout_s: float = 300.0) -> str:
         status = serve.status().applications.get(APP_NAME)
         if status is not None and status.status == ApplicationStatus.RUNNING:
             break
-        if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
-            raise ALTError(f"the Serve application failed to deploy: {status.message.strip().splitlines()[-1]}")
+        if status is not None and status.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY):
+            reason = (status.message.strip().splitlines() or ["no message; see the Serve logs"])[-1]
+            raise ALTError(f"the Serve application failed to deploy: {reason}")
         if time.monotonic() > deadline:
             raise ALTError(f"the Serve application did not start within {timeout_s:.0f} s "
                            f"({status.status if status else 'not created'})")
@@ -75,21 +89,34 @@ def deploy(config: ServeDeploySchema, timeout_s: float = 300.0) -> str:
 def model_summary(url: str, token: str | None = None) -> dict:
     request = urllib.request.Request(f"{url}/v1/model",
                                      headers={"Authorization": f"Bearer {token}"} if token else {})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, TimeoutError) as err:
+        raise ALTError(f"the server at {url} deployed but does not answer /v1/model ({err})") from err
 
 
 def run_server(config: ServeDeploySchema, token: str | None = None) -> None:
-    """Deploy, print where the API is and which model it serves, and serve until Ctrl-C."""
-    url = deploy(config)
-    model = model_summary(url, token)
-    version = f"version {model['version']} ({model.get('alias') or 'pinned'})" if model.get("version") \
-        else model.get("checkpoint")
-    logger.info(f"serve: {url} (API docs {url}/docs) serving {model['uri']} {version}; Ctrl-C stops")
+    """Deploy, print where the API is and which model it serves, and serve until Ctrl-C; whatever happens
+    after the deploy starts, the application is taken down on the way out."""
     try:
+        url = deploy(config)
+        model = model_summary(url, token)
+        version = f"version {model['version']} ({model.get('alias') or 'pinned'})" if model.get("version") \
+            else model.get("checkpoint")
+        logger.info(f"serve: {url} (API docs {url}/docs) serving {model['uri']} {version}; Ctrl-C stops")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         logger.info("serve: stopping")
     finally:
+        stop_app()
+
+
+def stop_app() -> None:
+    """Take our application down; Serve itself only when no other application runs on the cluster."""
+    if not ray.is_initialized():
+        return
+    serve.delete(APP_NAME)
+    if not serve.status().applications:
         serve.shutdown()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -229,19 +231,59 @@ def crown(tracking_uri: str, version: int, score: float, val_hash: str) -> dict:
     return decision | {"alias": alias, "reason": reason}
 
 
-def resolve_model(reference: str | Path, tracking_uri: str | None = None) -> Path:
-    """A local checkpoint directory for a directory or a `models:/alt@champion`-style registry URI (downloaded
-    from the registry's artifact store)."""
-    reference = str(reference)
-    if not reference.startswith("models:/"):
-        return Path(reference)
+def store_uri(reference: str, tracking_uri: str | None) -> str:
+    """The MLflow store that holds a registry URI: the flag, else MLFLOW_TRACKING_URI."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise ALTError(f"{reference} names a registered model: pass --tracking-uri (or set MLFLOW_TRACKING_URI) "
                        "to say which MLflow store holds it")
-    mlflow.set_tracking_uri(uri)
-    target = Path(tempfile.mkdtemp(prefix="alt-model-"))
+    return uri
+
+
+def registry_version(reference: str, tracking_uri: str | None = None) -> dict:
+    """What a registry URI (`models:/NAME@ALIAS` or `models:/NAME/VERSION`) points at now: name, version,
+    alias, run id, data hash and validation score of that version."""
+    uri = store_uri(reference, tracking_uri)
+    name_and_ref = reference[len("models:/"):]
+    name, sep, ref = name_and_ref.partition("@") if "@" in name_and_ref else name_and_ref.partition("/")
+    if not (name and sep and ref) or (sep == "/" and not ref.isdigit()):
+        raise ALTError(f"{reference} is not a registry URI we load: use models:/NAME@ALIAS or models:/NAME/VERSION")
+    client = MlflowClient(uri)
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=str(target)))
+        version = client.get_model_version_by_alias(name, ref) if sep == "@" else client.get_model_version(name, ref)
+    except MlflowException as err:
+        raise ALTError(f"cannot find {reference} in {uri}: {str(err).splitlines()[0]}") from err
+    return {"name": name, "version": int(version.version), "alias": ref if sep == "@" else None,
+            "run_id": version.run_id, "data_hash": version.tags.get("data_hash"),
+            "val_top1": version.tags.get("val_top1")}
+
+
+def resolve_model(reference: str | Path, tracking_uri: str | None = None) -> Path:
+    """A local checkpoint directory for a directory or a registry URI. Registry versions are downloaded once
+    into a per-user cache keyed by store, name and version (a version never changes; an alias is resolved
+    first), so hot swaps and repeated `alt predict` calls do not pile up copies."""
+    reference = str(reference)
+    if not reference.startswith("models:/"):
+        return Path(reference)
+    uri = store_uri(reference, tracking_uri)
+    version = registry_version(reference, uri)
+    store = hashlib.sha256(uri.encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"alt-models-{os.getuid()}"
+    target = cache / store / version["name"] / str(version["version"])
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="download-", dir=target.parent))
+    mlflow.set_tracking_uri(uri)
+    try:
+        downloaded = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{version['name']}/{version['version']}", dst_path=str(staging))
+        os.replace(downloaded, target)  # whole or not at all: a concurrent loader finds a complete directory
+    except OSError:
+        if not (target / "config.json").is_file():  # not another loader's finished copy: a real failure
+            raise
     except MlflowException as err:
         raise ALTError(f"cannot load {reference} from {uri}: {str(err).splitlines()[0]}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

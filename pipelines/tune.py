@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 SEARCH_FILE, RESULTS_FILE, PROGRESS_FILE = "search.json", "tune.json", "trials.jsonl"
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SPACE_KEYS = ("metric", "mode", "num_samples", "max_t", "grace_period", "reduction_factor", "space")
-METRICS = ("val_top1", "val_top5")  # validation only: a search never looks at test data
+METRICS = (METRIC,)  # validation top-1, the score the champion decision uses; never test data
 # Settings a search may vary; the backbone, ToMe r and frames come with the decoded clips, epochs is max_t.
 SEARCHABLE = tuple(f.name for f in fields(ALTConfig) if f.metadata.get("cli") and f.name not in
                    ("backbone", "pretrained", "tome_r", "num_frames")) + tuple(
@@ -234,10 +234,16 @@ def tune_search(job: TrainJob, options: SearchOptions) -> dict:
     job = replace(job, out=str(out), workers=options.workers_per_trial, gpu=options.gpu)
     job = replace(job, tracking_uri=job.mlflow_uri())
     experiment = out / "tune"
-    search = _search_record(out, options, job)
-    ensure_ray()
+    if options.resume and (out / RESULTS_FILE).is_file():  # finished: report it, register nothing twice
+        summary = json.loads((out / RESULTS_FILE).read_text())
+        logger.info(f"tune: search {summary['search_id']} in {out} finished already")
+        logger.info(trials_table(summary["trials"]))
+        logger.info(decision_line(summary["decision"]))
+        return summary
+    ensure_ray()  # everything that can refuse the inputs runs before the search record exists
     concurrent = fitting_concurrency(options.concurrent, options.workers_per_trial, options.gpu)
     datasets, labels, fmt, train_videos = training_datasets(job)
+    search = _search_record(out, options, job)
     tags = {"mlflow.parentRunId": search["parent_run_id"], "search_id": search["search_id"]}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, job=job, datasets=datasets, labels=labels, fmt=fmt, max_t=space.max_t,
@@ -277,7 +283,10 @@ def _search_record(out: Path, options: SearchOptions, job: TrainJob) -> dict:
     if path.is_file():
         if not options.resume:
             raise ALTError(f"{out} holds a search already: pass --resume to continue it or choose another --out")
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        if Path(record["space"]).resolve() != Path(options.space).resolve():
+            raise ConfigError(f"{out} is a search over {record['space']}; resume it with --space {record['space']}")
+        return record
     out.mkdir(parents=True, exist_ok=True)
     search_id = uuid.uuid4().hex[:8]
     parent = tracking.start_search_run(job.mlflow_uri(), out / "mlartifacts", f"search-{search_id}",
@@ -302,7 +311,7 @@ def summarise(job: TrainJob, space: SearchSpace, options: SearchOptions, search:
                 and Path(row[CHECKPOINT_PATH_KEY]).is_dir()]
         best = max(kept, key=lambda row: (row[METRIC], row["epoch"]), default=None)
         reason = "failed" if result.error else "completed" if (history and history[-1]["epoch"] >= space.max_t) \
-            else "stopped by ASHA"
+            else f"stopped by {'ASHA' if options.scheduler == 'asha' else 'the scheduler'}"
         run_id = tracking.trial_run_id(job.mlflow_uri(), search["search_id"], trial_id)
         if run_id:
             tracking.close_trial_run(job.mlflow_uri(), run_id, reason)

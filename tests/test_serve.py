@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
 from alt_core.checkpoint import save_checkpoint
+from alt_core.errors import ConfigError
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
 from pipelines import tracking
 from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config
@@ -88,8 +89,21 @@ def test_serve_config_file_validates_against_rays_schema():
     assert set(deployments) == {"Ingress", "ALTModel"}
     model = deployments["ALTModel"]
     assert model.autoscaling_config["min_replicas"] >= 1 and model.autoscaling_config["max_replicas"] > 1
-    assert model.max_ongoing_requests >= model.user_config["max_batch_size"]
+    assert model.max_ongoing_requests >= config.applications[0].args["max_batch_size"]
     assert config.http_options.host == "127.0.0.1"
+
+
+def test_serve_config_overrides_reach_the_replicas_and_bad_files_are_one_line(tmp_path):
+    config = serve_config(DEFAULT_CONFIG, model="models:/alt@challenger", port=9123,
+                          env_vars={"ALT_SERVE_TOKEN": "s3cret"})
+    app = config.applications[0]
+    assert app.args["model"] == "models:/alt@challenger" and config.http_options.port == 9123
+    assert app.runtime_env["env_vars"] == {"ALT_SERVE_TOKEN": "s3cret"}  # not only a Ray started by `alt serve`
+    for text, message in (("applications: [\n", "not valid YAML"), ("- 1\n", "applications` list"),
+                          ("applications: []\n", "no application named")):
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            serve_config(tmp_path / "bad.yaml")
 
 
 def test_predict_returns_sorted_top_k_and_entities_with_frames(server):

@@ -129,6 +129,13 @@ def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace
     assert int(client.get_model_version_by_alias("alt", "challenger").version) == second["decision"]["version"]
     local = tracking.resolve_model("models:/alt@champion", workspace["tracking_uri"])
     assert load_checkpoint(local).config.num_queries == best["config"]["num_queries"]
+    # one cached copy per version: the alias and the pinned version share it, the challenger has its own
+    assert tracking.resolve_model(f"models:/alt/{decision['version']}", workspace["tracking_uri"]) == local
+    assert tracking.resolve_model("models:/alt@challenger", workspace["tracking_uri"]) != local
+    versions = len(client.search_model_versions("name = 'alt'"))
+    resumed = tune_search(search_job(workspace, "search2"), SearchOptions(space=str(worse), concurrent=1, resume=True))
+    assert resumed["decision"] == second["decision"]  # a finished search is reported, not crowned again
+    assert len(client.search_model_versions("name = 'alt'")) == versions
 
 
 @pytest.mark.slow
