@@ -125,7 +125,8 @@ def set_batching(config, max_batch_size: int) -> None:
     """Apply a batch size to the running replicas through the deployment's user_config (reconfigure)."""
     app = config.applications[0]
     model = next(d for d in app.deployments if d.name == "ALTModel")
-    model.user_config = {**(model.user_config or {}), "max_batch_size": max_batch_size}
+    current = model.user_config if isinstance(model.user_config, dict) else {}  # unset in the file: a sentinel
+    model.user_config = {**current, "max_batch_size": max_batch_size}
     serve_start_and_deploy(config)
 
 

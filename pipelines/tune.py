@@ -181,7 +181,7 @@ class TrialProgress(tune.Callback):
             f.write(json.dumps(row, default=str) + "\n")
         score = f"{row[METRIC]:.3f}" if row[METRIC] is not None else "-"
         logger.info(f"tune: trial {trial.trial_id} {status} after {row['epochs']}/{self.max_t} epochs, "
-                    f"val top-1 {score}, {_short(trial.config)}")
+                    f"last val top-1 {score}, {_short(trial.config)}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, "finished")
