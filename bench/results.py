@@ -147,8 +147,8 @@ def reading(results: list[dict], prep: dict) -> list[str]:
         f"shapes: {sep['different_shape']:.3f}). The classifier still separates motions inside that narrow "
         f"cone (naming the shape and guessing among its {sep['motions_per_shape']:.0f} motions would give "
         f"{1 / sep['motions_per_shape']:.3f}), but zero-shot transfer to an unseen shape x motion pair "
-        f"rests on how the untrained motion-word tokens compose, and meanpool, which trains nothing, "
-        f"cannot use them at all.",
+        f"rests on how the untrained motion-word tokens compose, and meanpool, which trains only a "
+        f"logit scale, cannot use them at all.",
         "- **A tiny frozen image tower.** 64-pixel frames, two transformer layers, frozen: the adapters "
         "read region embeddings that were trained to name objects and scenes in still images, not to "
         "track which object moves.",
@@ -235,7 +235,9 @@ def side_benchmarks(out: Path) -> list[str]:
         lines += ["", f"ASHA spent {100 * verdict['epochs_fraction']:.0f}% of the grid's trial-epochs and its best "
                   f"validation top-1 is {verdict['val_gap_points']:.1f} points below the grid's: goal (within 1 point "
                   f"at <= 50%) **{'met' if verdict['met'] else 'not met'}**. The overhead is wall time minus the "
-                  "trials' own time divided by the concurrency.", ""]
+                  "trials' own time divided by the concurrency. ASHA ranks trials on early validation scores; "
+                  "`runs/results/tune_bench/fifo/trials/*/progress.jsonl` holds every grid trial's curve, so how well "
+                  "an early epoch predicts the final ranking on this data can be read there.", ""]
     if (out / "serve_bench.json").is_file():
         serve = json.loads((out / "serve_bench.json").read_text())
         batched, unbatched = serve["batched"], serve["unbatched"]
@@ -259,8 +261,14 @@ def side_benchmarks(out: Path) -> list[str]:
                   f"(goal <= 1.3x: "
                   f"**{'met' if single <= 1.3 else 'not met'}**).",
                   f"- Autoscaling: the model deployment reached {serve['max_replicas_seen']} replicas "
-                  f"{serve['scaled_up_after_s']} s into the load; back to 1 replica "
-                  f"{serve['scaled_down_after_load_s']} s after it ended.", ""]
+                  f"{serve['scaled_up_after_s']:.1f} s into the load; back to 1 replica "
+                  + (f"{serve['scaled_down_after_load_s']:.1f} s after it ended." if serve["scaled_down_after_load_s"]
+                     is not None else "not within 120 s after it ended."),
+                  "- On a CPU a one-thread forward is compute bound (a batch saves little of the per-clip work that "
+                  "separate calls do), so waiting to fill a batch does not pay for itself here, and the 0.25-CPU "
+                  "ingress's decoding keeps batches small; dynamic batching is for GPUs, where a batch costs about "
+                  "what one clip costs. The single-request overhead is the multipart parse, the hop between the two "
+                  "deployments' processes and their CPU shares on 2 cores.", ""]
     return lines
 
 
