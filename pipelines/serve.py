@@ -102,9 +102,8 @@ def run_server(config: ServeDeploySchema, token: str | None = None) -> None:
     try:
         url = deploy(config)
         model = model_summary(url, token)
-        version = f"version {model['version']} ({model.get('alias') or 'pinned'})" if model.get("version") \
-            else model.get("checkpoint")
-        logger.info(f"serve: {url} (API docs {url}/docs) serving {model['uri']} {version}; Ctrl-C stops")
+        version = f" version {model['version']} ({model.get('alias') or 'pinned'})" if model.get("version") else ""
+        logger.info(f"serve: {url} (API docs {url}/docs) serving {model['uri']}{version}; Ctrl-C stops")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
