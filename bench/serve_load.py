@@ -127,13 +127,7 @@ def set_batching(config, max_batch_size: int) -> None:
     model = next(d for d in app.deployments if d.name == "ALTModel")
     current = model.user_config if isinstance(model.user_config, dict) else {}  # unset in the file: a sentinel
     model.user_config = {**current, "max_batch_size": max_batch_size}
-    serve_start_and_deploy(config)
-
-
-def serve_start_and_deploy(config) -> None:
-    from ray.serve._private.api import serve_start
-
-    serve_start(http_options=config.http_options.model_dump()).deploy_apps(config, _blocking=True)
+    deploy(config)  # the running replicas are reconfigured in place
 
 
 async def handle_load(views: list[torch.Tensor], calls: int, concurrency: int) -> float:
