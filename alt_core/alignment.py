@@ -1,7 +1,9 @@
 """Entity-to-region alignment and query selection (docs/method.md, "Alignment").
 
 Each region takes one entity of the corpus: a straight-through Gumbel-softmax one-hot while
-training (so gradients reach the region-entity similarity), the argmax at inference. A video's
+training with a trainable image tower (so gradients reach the region-entity similarity), the argmax
+otherwise: with a frozen tower nothing upstream of the similarity trains, and sampling would only add
+noise to the queries. A video's
 queries are the entities with the highest alignment score, aggregated over its frames and
 regions weighted by region size. Only entities that some region took can be queries; when fewer
 than N_q were taken, the empty slots are marked invalid and the adapter masks them out.
@@ -51,7 +53,7 @@ class EntityAligner(nn.Module):
         with torch.autocast(regions.device.type, enabled=False):
             similarity = regions.float() @ entities.float().T  # (B, T, R, K)
             logits = similarity / self.similarity_temperature
-            if self.training:
+            if self.training and regions.requires_grad:
                 assign = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)  # straight-through one-hot
             else:
                 assign = F.one_hot(logits.argmax(-1), num_entities).float()

@@ -17,6 +17,8 @@ from alt_core.errors import ConfigError
 CONFIG_DIR = Path(__file__).parent / "configs"  # the project's own backbone architectures, one JSON each
 ADAPTERS = ("alt", "meanpool", "temporal")
 AdapterKind = Literal["alt", "meanpool", "temporal"]
+QUERY_KINDS = ("entities", "learned")
+QueryKind = Literal["entities", "learned"]
 CLASS_TEMPLATES: tuple[str, ...] = ("a video of {}.", "{}", "a photo of {}.")
 
 
@@ -79,6 +81,8 @@ class ALTConfig(Settings):
                                            "random init for open_clip models)")
     adapter: AdapterKind = setting("alt", "alt (entity queries) | temporal (baseline) | meanpool (zero-shot CLIP)")
     num_queries: int = setting(8, "entity queries N_q read by the adapter")
+    queries: QueryKind = setting("entities", "ALT's queries: entities (aligned entity text embeddings, the method) | "
+                                             "learned (free query vectors: the ablation)")
     depth: int = setting(2, "adapter decoder layers M")
     width: int = setting(128, "adapter width d")
     heads: int = setting(4, "adapter attention heads (must divide the width)")
@@ -95,6 +99,7 @@ class ALTConfig(Settings):
     def __post_init__(self) -> None:
         self.class_templates = tuple(self.class_templates)
         _check(self.adapter in ADAPTERS, f"unknown adapter {self.adapter!r}; choose one of {', '.join(ADAPTERS)}")
+        _check(self.queries in QUERY_KINDS, f"unknown queries {self.queries!r}; choose one of {', '.join(QUERY_KINDS)}")
         for name in ("num_queries", "width", "heads", "num_frames", "max_frames"):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("depth", "tome_r", "unfreeze_last_blocks"):
@@ -114,7 +119,11 @@ class TrainConfig(Settings):
     lr: float = setting(1e-3, "peak learning rate (AdamW, cosine decay per epoch)")
     weight_decay: float = setting(0.05, "AdamW weight decay on weight matrices")
     batch_size: int = setting(32, "clips per optimizer step and worker")
-    shots: int | None = setting(None, "few-shot: train on K videos per class")
+    shots: int | None = setting(None, "few-shot: train on K videos per class (a fixed subset, whatever the seed)")
+    shots_file: str | None = setting(None, "few-shot: train on the videos listed in this manifest (path,label), "
+                                           "e.g. SynthActions' fewshot_K.csv")
+    steps: int | None = setting(None, "optimizer steps in all, spread evenly over the epochs (few-shot: one step "
+                                      "budget whatever K); default: one pass over the train split per epoch")
     seed: int = setting(0, "seed of initialisation, sampling and shuffling")
 
     def __post_init__(self) -> None:
@@ -123,6 +132,9 @@ class TrainConfig(Settings):
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.shots is None or self.shots >= 1, f"shots must be >= 1, got {self.shots}")
+        _check(self.shots is None or self.shots_file is None, "pass --shots or --shots-file, not both")
+        _check(self.steps is None or self.steps >= self.epochs,
+               f"steps must be at least one per epoch ({self.epochs}), got {self.steps}")
 
 
 @dataclass(frozen=True)
@@ -165,7 +177,11 @@ class PretrainConfig(Settings):
 
     arch: str = setting("alt-tiny", "one of the project's own architectures (alt_core/configs)")
     steps: int = setting(3000, "optimizer steps in total (a resumed run continues to this count)")
-    batch_size: int = setting(256, "generated scenes per step")
+    batch_size: int = setting(256, "generated still scenes per step")
+    clip_batch_size: int = setting(48, "generated clips with motion captions per step (0: still images only)")
+    clip_frames: int = setting(8, "frames per pretraining clip (TSN-sampled of 16, as the decode stage samples)")
+    init: str = setting("", "weights to start from: empty for random init, 'packaged' for the shipped weights of "
+                            "ARCH, or a .safetensors file")
     lr: float = setting(1e-3, "peak learning rate (warmup, then cosine decay)")
     weight_decay: float = setting(0.05, "AdamW weight decay on weight matrices")
     warmup_steps: int = setting(100, "linear warmup steps")
@@ -176,4 +192,5 @@ class PretrainConfig(Settings):
     def __post_init__(self) -> None:
         _check(self.arch in builtin_architectures(),
                f"pretraining supports the project's own architectures {builtin_architectures()}, not {self.arch!r}")
-        _check(min(self.steps, self.batch_size) >= 1 and self.lr > 0, "steps and batch_size must be >= 1, lr > 0")
+        _check(min(self.steps, self.batch_size, self.clip_frames) >= 1 and self.clip_batch_size >= 0 and self.lr > 0,
+               "steps, batch_size and clip_frames must be >= 1, clip_batch_size >= 0, lr > 0")

@@ -8,6 +8,7 @@ the manifest's directory, so a dataset directory can move as a whole.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +115,8 @@ def _read_mmaction(path: Path, labels_file: str | Path | None) -> list[tuple[int
 def _resolve(manifest: Path, video: str) -> str:
     video = os.path.expanduser(video)
     return video if os.path.isabs(video) else os.path.normpath(manifest.parent.absolute() / video)
+
+
+def video_id(path: str) -> str:
+    """A stable 12-hex id of a resolved manifest path (also seeds its training-clip sampling)."""
+    return hashlib.sha1(path.encode()).hexdigest()[:12]

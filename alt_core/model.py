@@ -1,4 +1,5 @@
-"""ALT and its baselines behind one config field (`adapter`: alt | meanpool | temporal).
+"""ALT and its baselines behind one config field (`adapter`: alt | meanpool | temporal), and ALT's query
+ablation behind another (`queries`: entities | learned).
 
 docs/method.md, "Classifier and loss" and "Baselines".
 """
@@ -47,9 +48,13 @@ class ALTModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(init_scale if init_scale > 0 else math.log(1 / 0.07)))
         d = backbone.embed_dim
         self.aligner = self.adapter = None
+        self.learned_queries = None
         if config.adapter == "alt":
-            self.aligner = EntityAligner(config.num_queries, config.similarity_temperature, config.gumbel_tau)
             self.adapter = ALTAdapter(d, config.width, config.depth, config.heads, config.max_frames)
+            if config.queries == "entities":
+                self.aligner = EntityAligner(config.num_queries, config.similarity_temperature, config.gumbel_tau)
+            else:  # the ablation: same adapter and tokens, free query vectors on the unit sphere like entities
+                self.learned_queries = nn.Parameter(F.normalize(torch.randn(config.num_queries, d), dim=-1))
         elif config.adapter == "temporal":
             self.adapter = TemporalAdapter(d, config.width, config.depth, config.heads, config.max_frames)
 
@@ -100,6 +105,11 @@ class ALTModel(nn.Module):
             video = frame.mean(1)
         elif self.config.adapter == "temporal":
             video = self.adapter(frame)
+        elif self.learned_queries is not None:
+            b, n = frame.shape[0], self.config.num_queries
+            query_emb = self.learned_queries.expand(b, -1, -1)  # (B, Nq, D)
+            ones = torch.ones(b, n, device=frame.device)
+            video = self.adapter(query_emb, ones, ones.bool(), frame, tokens.regions.float())
         else:
             regions = tokens.regions.float()
             alignment = self.aligner(regions, tokens.sizes.float(), self.entity_embeddings)

@@ -30,9 +30,9 @@ def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
 
 def train_epoch(model: torch.nn.Module, core: ALTModel, batches: Iterable[ClipBatch],
                 optimizer: torch.optim.Optimizer, device: torch.device, amp: bool = False) -> dict[str, float]:
-    """One pass; `model` may be the DDP wrapper of `core`. Returns mean loss, accuracy and clip count."""
+    """One pass; `model` may be the DDP wrapper of `core`. Returns mean loss, accuracy, clip and step counts."""
     model.train()
-    total_loss, correct, count = 0.0, 0, 0
+    total_loss, correct, count, steps = 0.0, 0, 0, 0
     for batch in batches:
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -45,7 +45,8 @@ def train_epoch(model: torch.nn.Module, core: ALTModel, batches: Iterable[ClipBa
         total_loss += loss.item() * n
         correct += int((out.logits.argmax(-1) == batch.targets).sum())
         count += n
-    return {"loss": total_loss / max(count, 1), "acc": correct / max(count, 1), "clips": count}
+        steps += 1
+    return {"loss": total_loss / max(count, 1), "acc": correct / max(count, 1), "clips": count, "steps": steps}
 
 
 @dataclass

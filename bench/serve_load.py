@@ -46,7 +46,7 @@ from alt_core.video import load_views
 from pipelines.console import setup_logging
 from pipelines.serve import APP_NAME, DEFAULT_CONFIG, deploy, serve_config
 
-ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def make_checkpoint(directory: Path) -> tuple[Path, list[bytes]]:
@@ -171,7 +171,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--out", default=str(ROOT / "runs" / "results"))
     args = parser.parse_args()
     setup_logging()
     work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
@@ -211,8 +210,7 @@ def main() -> None:
                "batched": batched, "unbatched": unbatched, "max_replicas_seen": max(n for _, n in scaled),
                "scaled_up_after_s": up_at, "scaled_down_after_load_s": None if down_at is None else down_at - load_end,
                "handle_batched_per_s": handle_batched, "handle_unbatched_per_s": handle_unbatched, **single}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "serve_bench.json").write_text(json.dumps(summary, indent=1))
+    (RESULTS / "serve_bench.json").write_text(json.dumps(summary, indent=1) + "\n")
     report(f"machine: {summary['machine']} | model: alt-tiny ALT adapter, 72 labels | clips: SynthActions 64x64, "
            f"16 frames | {args.concurrency} concurrent clients on 127.0.0.1")
     for name in ("batched", "unbatched"):

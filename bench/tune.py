@@ -4,7 +4,7 @@ Data: the results table's SynthActions set and alt-tiny tokens (bench/results.py
 them). Space: tune_spaces/tiny.yaml (query count x adapter depth, 8 trials of up to 12 epochs). The grid
 runs every trial to max_t under FIFO; ASHA stops weak trials on validation top-1. For each: trial-epochs,
 wall time, the best validation top-1, the test top-1 of its registered best checkpoint, and the search's
-overhead (wall time minus the trials' own time divided by the concurrency). Writes OUT/tune_bench.json,
+overhead (wall time minus the trials' own time divided by the concurrency). Writes results/tune_bench.json,
 which bench/results.py renders into RESULTS.md.
 
 Usage: python bench/tune.py [--out runs/results] [--concurrent 2]
@@ -19,12 +19,12 @@ import shutil
 from pathlib import Path
 
 from machine import report, torch_machine  # bench/ is the script's directory
-from results import ROOT, prepare
 
 from pipelines.console import ensure_ray, setup_logging
 from pipelines.evaluate import evaluate
 from pipelines.train import TrainJob
 from pipelines.tune import SearchOptions, tune_search
+from results import RESULTS, ROOT, prepare
 
 SPACE = ROOT / "tune_spaces" / "tiny.yaml"
 
@@ -33,11 +33,11 @@ def search(out: Path, prep: dict, scheduler: str, concurrent: int) -> dict:
     """One search into a fresh directory with its own registry; its champion scored on the test split."""
     directory = out / "tune_bench" / scheduler
     shutil.rmtree(directory, ignore_errors=True)
-    job = TrainJob(data=str(out / "tokens"), corpus=str(out / "corpus.parquet"), out=str(directory),
+    job = TrainJob(data=str(prep["root"] / "tokens"), corpus=str(prep["root"] / "corpus.parquet"), out=str(directory),
                    labels=str(prep["data"] / "labels_seen.txt"))
     summary = tune_search(job, SearchOptions(space=str(SPACE), scheduler=scheduler, concurrent=concurrent))
     trial_seconds = sum(t["seconds"] or 0.0 for t in summary["trials"])
-    test = evaluate(summary["decision"]["checkpoint"], out / "tokens", splits=("test",))["top1"]
+    test = evaluate(summary["decision"]["checkpoint"], prep["root"] / "tokens", splits=("test",))["top1"]
     return {"scheduler": scheduler, "trials": len(summary["trials"]), "trial_epochs": summary["trial_epochs"],
             "wall_seconds": summary["seconds"], "best_val_top1": summary["best"]["best_val_top1"],
             "best_config": summary["best"]["config"], "champion_test_top1": test,
@@ -53,7 +53,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     setup_logging()
     ensure_ray()
-    prep = prepare(out, videos_per_class=40, train_clips=2)
+    prep = prepare(out, 0, videos_per_class=40, train_clips=2)
     rows = [search(out, prep, "fifo", args.concurrent), search(out, prep, "asha", args.concurrent)]
     grid, asha = rows
     verdict = {"epochs_fraction": asha["trial_epochs"] / grid["trial_epochs"],
@@ -62,7 +62,7 @@ def main() -> None:
     summary = {"space": str(SPACE.relative_to(ROOT)), "concurrent": args.concurrent, "machine": torch_machine(),
               "data": f"SynthActions seed 0, {prep['synth']['splits']} videos, alt-tiny tokens", "rows": rows,
               "verdict": verdict}
-    (out / "tune_bench.json").write_text(json.dumps(summary, indent=1))
+    (RESULTS / "tune_bench.json").write_text(json.dumps(summary, indent=1) + "\n")
     report(f"machine: {summary['machine']} | data: {summary['data']} | space {summary['space']}, "
           f"{args.concurrent} trials at a time")
     for row in rows:

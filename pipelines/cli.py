@@ -134,7 +134,7 @@ def backbone_pretrain(
     budget_s: float = typer.Option(None, help="stop this call after S seconds (resume later)"),
     resume: bool = typer.Option(False, help="continue from OUT/state"),
 ) -> None:
-    """Contrastive pretraining of a tiny CLIP on generated scenes; writes weights and a model card."""
+    """Contrastive pretraining of a tiny CLIP on generated scenes and motion clips; writes weights and a model card."""
     from alt_core.synthetic.pretrain import pretrain
 
     _echo_json(pretrain(out, config, budget_s=budget_s, resume=resume))
@@ -147,11 +147,10 @@ def backbone_eval(
     images: int = typer.Option(512, min=8, help="images per test"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Zero-shot probe on freshly generated held-out scenes."""
-    from alt_core.backbone import load_backbone
-    from alt_core.synthetic.probe import probe_backbone
+    """Zero-shot probe on freshly generated held-out scenes and clips (motion words, class-name separation)."""
+    from alt_core.synthetic.pretrain import evaluate_backbone
 
-    result = probe_backbone(load_backbone(backbone, pretrained), num_images=images)
+    result = evaluate_backbone(pretrained, backbone, num_images=images)
     _echo(json.dumps(result, indent=1) if as_json else "\n".join(f"{k:<28}{v}" for k, v in result.items()))
 
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from alt_core.clips import QUARANTINE_FILE, ClipFormat, read_quarantine, tokens_to_arrays, write_shard
 from alt_core.config import DecodeSpec
 from alt_core.errors import ALTError, ConfigError
-from alt_core.manifest import ManifestError, ManifestRow, read_manifest
+from alt_core.manifest import ManifestError, ManifestRow, read_manifest, video_id
 from alt_core.tome import FrameTokens
 from alt_core.video import decode_clips, open_video, test_clip_indices, train_indices
 from pipelines.console import console, ensure_ray
@@ -40,11 +40,6 @@ logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "decode.json"
 QUARANTINE_SCHEMA = pa.schema([("path", pa.string()), ("stage", pa.string()), ("error", pa.string())])
-
-
-def video_id(path: str) -> str:
-    """A stable 12-hex id of a manifest path (also seeds its training-clip sampling)."""
-    return hashlib.sha1(path.encode()).hexdigest()[:12]
 
 
 def shard_file(out: Path, index: int) -> Path:

@@ -53,6 +53,8 @@ def protocol_of(trained: list[str], label_set: list[str] | None, provenance: dic
         return "open-set (labels overlap training)"
     if provenance.get("shots"):
         return f"few-shot-{provenance['shots']}"
+    if provenance.get("shots_file"):
+        return f"few-shot ({Path(provenance['shots_file']).name})"
     return "supervised"
 
 

@@ -10,6 +10,7 @@ The tune stage builds its trials with `build_trainer`, so a trial is exactly thi
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from alt_core.clips import ClipDataError, ClipFormat, clip_batches, few_shot_ids
 from alt_core.config import ALTConfig, BackboneSpec, TrainConfig
 from alt_core.corpus import CorpusError, EntityCorpus
 from alt_core.errors import ALTError
-from alt_core.manifest import read_labels
+from alt_core.manifest import read_labels, read_manifest, video_id
 from alt_core.model import ALTModel
 from alt_core.train_state import load_optimizer, save_optimizer
 from alt_core.training import (
@@ -114,8 +116,31 @@ def _gather(scores: VideoScores) -> VideoScores:
 
 def _provenance(job: TrainJob, epoch: int, val_top1: float) -> dict:
     """What a checkpoint records about how it was made (evaluation reports read it)."""
-    return {"epoch": epoch, METRIC: val_top1, "seed": job.train.seed, "shots": job.train.shots, "data": job.data,
+    return {"epoch": epoch, METRIC: val_top1, "seed": job.train.seed, "shots": job.train.shots,
+            "shots_file": job.train.shots_file, "steps": job.train.steps, "data": job.data,
             "corpus": job.corpus, "epochs": job.train.epochs, "lr": job.train.lr}
+
+
+def epoch_batches(shard, schedule: TrainConfig, epoch: int) -> Iterator[dict]:
+    """One epoch of shuffled train batches: one pass over the shard, or, with `steps`, exactly
+    steps/epochs batches (the last epoch takes the remainder), passing over the shard as often as needed."""
+    size = schedule.batch_size
+    if schedule.steps is None:
+        yield from shard.iter_batches(batch_size=size, batch_format="numpy", local_shuffle_buffer_size=4 * size,
+                                      local_shuffle_seed=schedule.seed * 1000 + epoch)
+        return
+    share, extra = divmod(schedule.steps, schedule.epochs)
+    wanted = share + (extra if epoch == schedule.epochs - 1 else 0)
+    for repeat in itertools.count():
+        before = wanted
+        for batch in shard.iter_batches(batch_size=size, batch_format="numpy", local_shuffle_buffer_size=4 * size,
+                                        local_shuffle_seed=(schedule.seed * 1000 + epoch) * 1000 + repeat):
+            yield batch
+            wanted -= 1
+            if wanted == 0:
+                return
+        if wanted == before:
+            raise ClipDataError("the train shard of this worker is empty")
 
 
 def train_loop(config: dict) -> None:
@@ -157,15 +182,14 @@ def train_loop(config: dict) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
-        batches = train_shard.iter_batches(batch_size=batch_size, batch_format="numpy",
-                                           local_shuffle_buffer_size=4 * batch_size,
-                                           local_shuffle_seed=job.train.seed * 1000 + epoch)
+        batches = epoch_batches(train_shard, job.train, epoch)
         stats = train_epoch(model, core, clip_batches(batches, fmt, label_index), optimizer, device, amp)
         seconds = time.perf_counter() - start
         val_batches = val_shard.iter_batches(batch_size=batch_size, batch_format="numpy")
         scores = _gather(score_videos(model, clip_batches(val_batches, fmt, label_index), device))
         val = topk_accuracy(scores.mean_logits(), scores.targets)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
+               "train_steps": stats["steps"],
                METRIC: val["top1"], "val_top5": val["top5"],
                "train_clips_per_s": stats["clips"] * ctx.get_world_size() / seconds}
         meta = {"epoch": epoch + 1, "history": meta["history"] + [row], "run_id": meta["run_id"]}
@@ -211,11 +235,25 @@ def training_datasets(job: TrainJob) -> tuple[dict, list[str], ClipFormat, int]:
     if not train_rows:
         raise ClipDataError(f"{job.data} has no rows with split 'train'; decode a manifest with a train split")
     labels = read_labels(job.labels) if job.labels else sorted({label for _, label in train_rows})
-    ids = few_shot_ids(train_rows, job.train.shots, job.train.seed) if job.train.shots else None
+    ids = None
+    if job.train.shots:
+        ids = few_shot_ids(train_rows, job.train.shots)
+    elif job.train.shots_file:
+        ids = listed_ids(job.train.shots_file, {v for v, _ in train_rows})
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # same seed, same batches
     datasets = {"train": clip_dataset(job.data, ["train"], ids).materialize(),
                 "val": clip_dataset(job.data, ["val"]).materialize()}
     return datasets, labels, fmt, len(ids) if ids else len({v for v, _ in train_rows})
+
+
+def listed_ids(shots_file: str, train_ids: set[str]) -> set[str]:
+    """The video ids of a few-shot list; every listed video must be in the decoded train split."""
+    ids = {video_id(row.path) for row in read_manifest(shots_file, default_split="train")}
+    missing = len(ids - train_ids)
+    if missing:
+        raise ClipDataError(f"{missing} of the {len(ids)} videos of {shots_file} are not in the train split of the "
+                            "decoded data; decode the manifest the list was made from")
+    return ids
 
 
 def _follow_progress(path: Path, epochs: int, stop: threading.Event) -> None:

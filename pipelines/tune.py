@@ -40,7 +40,7 @@ METRICS = (METRIC,)  # validation top-1, the score the champion decision uses; n
 # Settings a search may vary; the backbone, ToMe r and frames come with the decoded clips, epochs is max_t.
 SEARCHABLE = tuple(f.name for f in fields(ALTConfig) if f.metadata.get("cli") and f.name not in
                    ("backbone", "pretrained", "tome_r", "num_frames")) + tuple(
-    f.name for f in fields(TrainConfig) if f.name not in ("epochs", "shots"))
+    f.name for f in fields(TrainConfig) if f.name not in ("epochs", "shots", "shots_file", "steps"))
 
 
 @dataclass(frozen=True)

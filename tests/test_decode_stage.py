@@ -21,8 +21,9 @@ import torch
 from alt_core.clips import frames_from_bytes, read_format, read_quarantine, shard_paths, tokens_from_bytes
 from alt_core.config import DecodeSpec
 from alt_core.errors import ALTError, ConfigError
+from alt_core.manifest import video_id
 from alt_core.synthetic.synth import all_classes, generate_synth_actions
-from pipelines.decode import decode_manifest, video_id
+from pipelines.decode import decode_manifest
 from tests.helpers import make_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]

@@ -56,7 +56,7 @@ def test_straight_through_sends_gradient_to_entities_no_region_took():
     # Forward, a region counts only the entity it took; backward, the straight-through estimator passes the
     # softmax's gradient to every entity's similarity. A detached argmax one-hot would leave the others at zero.
     torch.manual_seed(0)
-    regions = F.normalize(torch.randn(1, 2, 3, 8), dim=-1)
+    regions = F.normalize(torch.randn(1, 2, 3, 8), dim=-1).requires_grad_(True)  # a trainable tower's tokens
     entities = F.normalize(torch.randn(40, 8), dim=-1).requires_grad_(True)
     aligner = EntityAligner(num_queries=3, similarity_temperature=0.5).train()
     a = aligner(regions, torch.ones(1, 2, 3), entities)
@@ -64,6 +64,32 @@ def test_straight_through_sends_gradient_to_entities_no_region_took():
     untaken = sorted(set(range(40)) - set(a.region_entity.flatten().tolist()))
     assert untaken, "every entity was taken; pick another seed"
     assert entities.grad[untaken].abs().sum() > 0
+
+
+def test_frozen_tokens_take_the_argmax_in_training_too():
+    # Nothing upstream of a frozen tower's similarity trains, so training-time sampling would only be noise.
+    regions = F.normalize(torch.randn(2, 3, 5, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    entities = F.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    aligner = EntityAligner(num_queries=3).train()
+    runs = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        runs.append(aligner(regions, torch.ones(2, 3, 5), entities).region_entity)
+    assert all(torch.equal(r, (regions @ entities.T).argmax(-1)) for r in runs)
+
+
+def test_learned_queries_ablation_reads_the_same_tokens_without_alignment(micro_backbone, micro_corpus):
+    model = make_model(micro_backbone, micro_corpus, queries="learned").train()
+    assert model.aligner is None and model.learned_queries.shape == (4, 32)
+    out = model(random_clip())
+    assert out.alignment is None and model.explain(out) == []
+    model.loss(out, torch.tensor([0, 1])).backward()
+    assert model.adapter.proj.weight.grad.abs().sum() > 0
+    model.adapter.proj.weight.data.normal_()  # a trained projection: the queries now matter
+    model.zero_grad()
+    model.loss(model(random_clip()), torch.tensor([0, 1])).backward()
+    assert model.learned_queries.grad.abs().sum() > 0
+    assert "learned_queries" in model.checkpoint_state()
 
 
 def test_only_entities_some_region_took_become_queries(micro_backbone, micro_corpus):
@@ -179,8 +205,8 @@ def test_untrained_adapters_equal_meanpool(micro_backbone, micro_corpus):
     pixels = random_clip()
     with torch.no_grad():
         ref = make_model(micro_backbone, micro_corpus, "meanpool").eval()(pixels).logits
-        for adapter in ("alt", "temporal"):
-            out = make_model(micro_backbone, micro_corpus, adapter).eval()(pixels).logits
+        for adapter, queries in (("alt", "entities"), ("alt", "learned"), ("temporal", "entities")):
+            out = make_model(micro_backbone, micro_corpus, adapter, queries=queries).eval()(pixels).logits
             torch.testing.assert_close(out, ref)
 
 
@@ -211,5 +237,7 @@ def test_pixels_and_cached_tokens_give_equal_logits(micro_backbone, micro_corpus
 def test_bad_config_is_rejected():
     with pytest.raises(ConfigError, match="unknown adapter"):
         ALTConfig(adapter="lstm")
+    with pytest.raises(ConfigError, match="unknown queries"):
+        ALTConfig(queries="random")
     with pytest.raises(ConfigError, match="unknown ALTConfig keys"):
         ALTConfig.from_dict({"adapterr": "alt"})

@@ -11,17 +11,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 
 from alt_core.checkpoint import load_checkpoint, read_config
 from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
 from alt_core.corpus import build_corpus
 from alt_core.errors import ALTError
+from alt_core.manifest import read_manifest, video_id
 from alt_core.synthetic.synth import generate_synth_actions, split_classes
 from pipelines import tracking
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainJob, train
+from pipelines.train import TrainJob, epoch_batches, train, training_datasets
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 SEEN = split_classes()[0][:4]
@@ -71,14 +73,40 @@ def test_train_tracks_checkpoints_and_evaluates(workspace):
 
 
 def test_same_seed_same_result_and_few_shot(workspace):
-    first = train(job(workspace, "tokens", workspace["root"] / "seed_a", {"shots": 2, "epochs": 1}))
-    second = train(job(workspace, "tokens", workspace["root"] / "seed_b", {"shots": 2, "epochs": 1}))
+    # 8 few-shot clips make 2 batches of 4 a pass: a budget of 3 steps needs a second pass
+    first = train(job(workspace, "tokens", workspace["root"] / "seed_a", {"shots": 2, "epochs": 1, "steps": 3}))
+    second = train(job(workspace, "tokens", workspace["root"] / "seed_b", {"shots": 2, "epochs": 1, "steps": 3}))
     assert first["train_videos"] == 2 * len(SEEN)
+    assert [row["train_steps"] for row in first["history"]] == [3]
     a, b = load_checkpoint(first["checkpoint"]), load_checkpoint(second["checkpoint"])
     for key, value in a.checkpoint_state().items():
         assert torch.equal(value, b.checkpoint_state()[key]), key
     report = evaluate(first["checkpoint"], workspace["root"] / "tokens")
     assert report["protocol"] == "few-shot-2" and report["seed"] == 0
+
+
+def test_a_step_budget_is_spread_over_the_epochs_and_passes_as_often_as_needed():
+    shard = ray.data.range(10)  # 3 batches of 4 a pass
+    schedule = TrainConfig(epochs=3, steps=11, batch_size=4)
+    counts = [len(list(epoch_batches(shard, schedule, epoch))) for epoch in range(3)]
+    assert counts == [3, 3, 5]  # 11 // 3 per epoch, the remainder in the last
+    every_pass = TrainConfig(epochs=3, batch_size=4)
+    assert [len(list(epoch_batches(shard, every_pass, epoch))) for epoch in range(3)] == [3, 3, 3]
+
+
+def test_few_shot_subsets_ignore_the_training_seed_and_follow_a_list(workspace):
+    root = workspace["root"]
+    listed = {video_id(row.path) for row in read_manifest(root / "synth" / "fewshot_2.csv")}
+    subsets = []
+    for schedule in ({"shots": 2, "seed": 0}, {"shots": 2, "seed": 7}, {"shots_file": str(root / "synth" /
+                                                                                          "fewshot_2.csv")}):
+        datasets, _, _, videos = training_datasets(job(workspace, "tokens", root / "unused", schedule))
+        subsets.append({row["video_id"] for row in datasets["train"].iter_rows()})
+        assert videos == 2 * len(SEEN)
+    assert subsets[0] == subsets[1] and subsets[2] == listed
+    with pytest.raises(ALTError, match="not in the train split"):
+        training_datasets(job(workspace, "tokens", root / "unused",
+                              {"shots_file": str(root / "synth" / "manifest.csv")}))
 
 
 def test_killed_worker_resumes_from_checkpoint(workspace):

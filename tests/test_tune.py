@@ -55,11 +55,16 @@ def test_invalid_space_files_name_the_file_and_key(tmp_path: Path, overrides: di
     with pytest.raises(ConfigError) as err:
         SearchSpace.load(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_alt_tune_refuses_an_invalid_space_in_one_line_before_starting(tmp_path: Path):
+    path = write_space(tmp_path / "bad.yaml", {"depth": {"normal": [1, 2]}})
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "tune", "--space", str(path), "--data",
                              str(tmp_path), "--corpus", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True, timeout=120)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and lines == [f"error: {err.value}"], result.stderr
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {path}: space.depth: unknown distribution 'normal'")
     assert not (tmp_path / "o").exists()  # validated before anything started
 
 

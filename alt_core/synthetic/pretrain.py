@@ -1,9 +1,15 @@
-"""Contrastive pretraining of a tiny CLIP on generated scenes (`alt backbone pretrain`).
+"""Contrastive pretraining of a tiny CLIP on generated scenes and clips (`alt backbone pretrain`).
 
-Three terms, all against text-tower embeddings so the towers stay aligned:
+Still images, all terms against text-tower embeddings so the towers stay aligned:
 - multi-positive image-caption contrast: a caption is positive for every image it truly describes;
 - entity term: the image embedding picks out the phrases of all its objects and its background;
 - region term: every patch token is classified to the entity under it (object or background).
+Clips of the seen SynthActions pairs (alt_core/synthetic/motion.py), read by the per-frame tower and a
+temporal head used in pretraining only, so the text tower learns motion words and the frame tokens learn
+what moves:
+- multi-positive clip-caption contrast ("a red circle orbiting on sand");
+- motion term: the clip picks its motion among "a shape {motion}" for every motion;
+- class term: the clip picks its class name among the seen class names, prompted as ALT prompts them.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from alt_core.backbone import ENTITY_TEMPLATES, Backbone, load_backbone
-from alt_core.config import CONFIG_DIR, PretrainConfig
+from alt_core.backbone import ENTITY_TEMPLATES, WEIGHTS_DIR, Backbone, load_backbone
+from alt_core.config import CLASS_TEMPLATES, CONFIG_DIR, PretrainConfig
 from alt_core.errors import ALTError
 from alt_core.synthetic.captions import (
     ENTITY_PHRASES,
@@ -34,8 +40,21 @@ from alt_core.synthetic.captions import (
     render_batch,
     sample_caption,
 )
+from alt_core.synthetic.motion import (
+    ClipCaption,
+    TemporalHead,
+    class_separation,
+    encode_clips,
+    load_motion_head,
+    motion_probe,
+    pretraining_pairs,
+    render_clip_batch,
+    sample_clip_caption,
+    save_motion_head,
+)
 from alt_core.synthetic.probe import probe_backbone
 from alt_core.synthetic.scenes import BACKGROUNDS
+from alt_core.synthetic.synth import MOTIONS
 from alt_core.tome import RegionEncoder
 from alt_core.train_state import load_training_state, save_training_state
 from alt_core.training import build_optimizer
@@ -91,6 +110,25 @@ def pretrain_loss(backbone: Backbone, encoder: RegionEncoder, batch: SceneBatch,
     return {"loss": contrast + entity + region, "contrast": contrast, "entity": entity, "region": region}
 
 
+def clip_loss(backbone: Backbone, encoder: RegionEncoder, head: TemporalHead, videos: np.ndarray,
+              specs: list, captions: list[ClipCaption]) -> dict[str, torch.Tensor]:
+    """Clip-caption contrast + motion and class terms for one batch of clips (B, T, H, W, 3)."""
+    device = backbone.pixel_mean.device
+    clips = encode_clips(backbone, encoder, head, videos)  # (B, D)
+    scale = backbone.clip.logit_scale.exp().clamp(max=100)
+    caption_emb = backbone.encode_phrases([c.text() for c in captions], CLASS_TEMPLATES[:1])  # (B, D)
+    positives = torch.tensor([[c.describes(s) for c in captions] for s in specs], device=device)
+    contrast = multi_positive_loss(scale * clips @ caption_emb.T, positives)
+    motions = backbone.encode_phrases([ClipCaption(m, None).text() for m in MOTIONS], CLASS_TEMPLATES)
+    motion_target = torch.tensor([MOTIONS.index(s.motion) for s in specs], device=device)
+    motion = F.cross_entropy(scale * clips @ motions.T, motion_target)
+    classes = pretraining_pairs()
+    class_emb = backbone.encode_phrases(list(classes), CLASS_TEMPLATES)  # (C, D)
+    class_target = torch.tensor([classes.index(s.label) for s in specs], device=device)
+    klass = F.cross_entropy(scale * clips @ class_emb.T, class_target)
+    return {"clip_contrast": contrast, "motion": motion, "class": klass}
+
+
 def _lr_at(step: int, cfg: PretrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -109,14 +147,16 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = 
         raise ALTError(f"{state_dir} exists: pass --resume to continue it or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    backbone = load_backbone(cfg.arch, random_init=True, device=cfg.device)
+    backbone = _initial_backbone(cfg)
     backbone.clip.requires_grad_(True)
     backbone.train()
     encoder = RegionEncoder(backbone.clip.visual, r=0)
-    optimizer = build_optimizer(backbone.clip, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
+    head = TemporalHead(backbone.embed_dim, cfg.clip_frames).to(cfg.device)
+    trained = torch.nn.ModuleDict({"clip": backbone.clip, "head": head})
+    optimizer = build_optimizer(trained, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     meta = {"step": 0, "train_seconds": 0.0, "history": []}
     if resume and state_dir.exists():
-        meta = load_training_state(state_dir, backbone.clip, optimizer)
+        meta = load_training_state(state_dir, trained, optimizer)
         logger.info(f"pretrain: resumed at step {meta['step']} ({meta['train_seconds']:.0f} s trained so far)")
     grid = backbone.clip.visual.grid_size[0]
     start, last_save = time.time(), time.time()
@@ -129,9 +169,15 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = 
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         losses = pretrain_loss(backbone, encoder, batch, captions, templates)
+        if cfg.clip_batch_size:
+            clips = render_clip_batch(rng, cfg.clip_batch_size, cfg.clip_frames, backbone.image_size)
+            clip_captions = [sample_clip_caption(rng, spec) for spec in clips.specs]
+            clip_terms = clip_loss(backbone, encoder, head, clips.videos, clips.specs, clip_captions)
+            losses |= clip_terms
+            losses["loss"] = losses["loss"] + sum(clip_terms.values())
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(backbone.clip.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         optimizer.step()
         step += 1
         if step % 50 == 0 or step == cfg.steps:
@@ -140,32 +186,57 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = 
             logger.info(f"pretrain: {json.dumps(row)}")
         if time.time() - last_save > cfg.save_every_s:
             meta.update(step=step, train_seconds=meta["train_seconds"] + time.time() - last_save)
-            save_training_state(state_dir, backbone.clip, optimizer, meta)
+            save_training_state(state_dir, trained, optimizer, meta)
             last_save = time.time()
     meta.update(step=step, train_seconds=meta["train_seconds"] + time.time() - last_save)
-    save_training_state(state_dir, backbone.clip, optimizer, meta)
-    return export(out_dir, backbone, cfg, meta)
+    save_training_state(state_dir, trained, optimizer, meta)
+    return export(out_dir, backbone, head, cfg, meta)
 
 
-def export(out_dir: Path, backbone: Backbone, cfg: PretrainConfig, meta: dict) -> dict:
-    """fp16 weights + config + model card whose figures come from `probe_backbone`."""
+def _initial_backbone(cfg: PretrainConfig) -> Backbone:
+    """Random init, the shipped weights of the architecture ('packaged'), or a weights file."""
+    if not cfg.init:
+        return load_backbone(cfg.arch, random_init=True, device=cfg.device)
+    source = None if cfg.init == "packaged" else cfg.init
+    if source is None and not (WEIGHTS_DIR / f"{cfg.arch}.safetensors").is_file():
+        raise ALTError(f"--init packaged: no weights are shipped for {cfg.arch!r}; pass a .safetensors file or omit "
+                       "--init for random init")
+    return load_backbone(cfg.arch, pretrained=source, device=cfg.device)
+
+
+def export(out_dir: Path, backbone: Backbone, head: TemporalHead, cfg: PretrainConfig, meta: dict) -> dict:
+    """fp16 weights (+ the temporal head when clips were used) + config + model card whose figures come from
+    `probe_backbone`, `motion_probe` and `class_separation`."""
     backbone.eval()
     weights = out_dir / f"{cfg.arch}.safetensors"
     state = backbone.clip.state_dict()
     save_file({k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in state.items()},
               str(weights))
+    if cfg.clip_batch_size:
+        save_motion_head(head, weights)
     shutil.copy(CONFIG_DIR / f"{cfg.arch}.json", out_dir / f"{cfg.arch}.json")
     # The card reports the shipped (fp16) weights, re-loaded as a user would load them.
-    shipped = load_backbone(cfg.arch, pretrained=str(weights), device=cfg.device)
-    results = probe_backbone(shipped)
     card = {
-        "arch": cfg.arch, "steps": meta["step"], "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+        "arch": cfg.arch, "init": cfg.init or "random", "steps": meta["step"], "batch_size": cfg.batch_size,
+        "clip_batch_size": cfg.clip_batch_size, "clip_frames": cfg.clip_frames, "lr": cfg.lr, "seed": cfg.seed,
         "train_seconds": round(meta["train_seconds"], 1), "device": _device_name(cfg.device),
-        "weights_mb": round(weights.stat().st_size / 2**20, 2), "probe": results,
+        "weights_mb": round(sum(f.stat().st_size for f in out_dir.glob("*.safetensors")) / 2**20, 2),
+        "probe": evaluate_backbone(str(weights), cfg.arch, cfg.device),
     }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2))
     (out_dir / f"{cfg.arch}.md").write_text(model_card(card, meta["history"]))
     return card
+
+
+def evaluate_backbone(weights: str | None, arch: str, device: str = "cpu", num_images: int = 512) -> dict:
+    """Still-image probe, plus motion top-1 through the pretraining head (when one is saved beside the
+    weights) and the separation of same-shape class names: what `alt backbone eval` prints."""
+    backbone = load_backbone(arch, pretrained=weights, device=device)
+    results = probe_backbone(backbone, num_images=num_images)
+    head = load_motion_head(weights or WEIGHTS_DIR / f"{arch}.safetensors")
+    if head is not None:
+        results |= motion_probe(backbone, head.to(device))
+    return results | class_separation(backbone)
 
 
 def _device_name(device: str) -> str:
@@ -177,19 +248,30 @@ def _device_name(device: str) -> str:
 def model_card(card: dict, history: list[dict]) -> str:
     probe = card["probe"]
     last = history[-1] if history else {}
+    motion_rows = ""
+    if "motion_top1" in probe:
+        motion_rows = (f"| motion of a clip through the pretraining head (11 motions, {probe['motion_clips']} "
+                       f"clips of all 88 classes, seed {probe['motion_seed']}) | {probe['motion_top1']} (seen pairs "
+                       f"{probe['motion_top1_seen_pairs']}, held-out pairs {probe['motion_top1_novel_pairs']}) |\n")
     return f"""# {card['arch']} — model card
 
 A tiny open_clip CLIP (early-convolution stem, 64x64 images, 8x8 patches) pretrained by
 `alt backbone pretrain` on procedurally generated scenes (`alt_core/synthetic/scenes.py`): 8 textured
 backgrounds, 8 colours x 8 shapes, 0-2 objects per image, captions naming colour, shape,
-position, size and background. Loss: multi-positive image-caption contrast + entity term +
-patch-to-entity region term (`alt_core/synthetic/pretrain.py`).
+position, size and background; and on short clips of the SynthActions renderer with captions naming
+colour, shape, motion, partner and background ("a red circle chasing a blue square on a sandy desert"),
+read by the per-frame tower and a small temporal head used in pretraining only
+(`alt_core/synthetic/motion.py`). The clips show only the 72 seen shape x motion pairs of SynthActions:
+the 16 held-out pairs never appear, so zero-shot on them tests composition. Loss: multi-positive
+image-caption contrast + entity term + patch-to-entity region term on the stills; clip-caption contrast +
+motion term + class-name term on the clips (`alt_core/synthetic/pretrain.py`).
 
 ## Training
-- steps: {card['steps']} of batch {card['batch_size']}, lr {card['lr']}, seed {card['seed']}
-- wall time: {card['train_seconds']} s on {card['device']}
+- init: {card['init']}; steps: {card['steps']} of {card['batch_size']} stills + {card['clip_batch_size']} clips of
+  {card['clip_frames']} frames, lr {card['lr']}, seed {card['seed']}
+- wall time: {card['train_seconds']} s on {card['device']} (this run only; a warm start adds its init's time)
 - final losses: {json.dumps({k: v for k, v in last.items() if k != 'step'})}
-- weights: fp16 safetensors, {card['weights_mb']} MB
+- weights: fp16 safetensors (backbone + temporal head), {card['weights_mb']} MB
 
 ## Zero-shot probe (`alt backbone eval --backbone {card['arch']} --json`)
 Fresh scenes from seed {probe['seed']} ({probe['num_images']} images per test), never seen in training.
@@ -200,8 +282,11 @@ Fresh scenes from seed {probe['seed']} ({probe['num_images']} images per test), 
 | background (8 classes) | {probe['background_top1']} |
 | two objects, both in top-2 | {probe['two_object_both_in_top2']} |
 | region (patch token on an object) -> entity (72 phrases) | {probe['region_to_entity_top1']} |
+{motion_rows}
+Class names as ALT prompts them: mean cosine {probe['same_shape_class_cosine']} between seen classes of the same
+shape (they differ only in the motion words), {probe['different_shape_class_cosine']} between different shapes.
 
 ## Limits
-Knows only this synthetic world: colours, shapes, backgrounds, positions, sizes. It is a stand-in
-for a real CLIP so that the pipeline runs offline; use `--backbone ViT-B-16 --pretrained FILE` for real video.
+Knows only this synthetic world: colours, shapes, backgrounds, positions, sizes and the 11 motions. It is a
+stand-in for a real CLIP so that the pipeline runs offline; use `--backbone ViT-B-16 --pretrained FILE` for real video.
 """
