@@ -5,7 +5,10 @@ import torch
 from safetensors.torch import save_file
 
 from alt_core.backbone import WEIGHTS_DIR, BackboneError, load_backbone
+from alt_core.synthetic.motion import class_separation, load_motion_head, motion_probe
 from alt_core.synthetic.probe import probe_backbone
+
+MOTION_FLOOR = 0.7
 
 
 def test_packaged_alt_tiny_is_small_fp16_and_trained():
@@ -15,6 +18,15 @@ def test_packaged_alt_tiny_is_small_fp16_and_trained():
     assert backbone.image_size == 64 and backbone.embed_dim == 128
     result = probe_backbone(backbone, num_images=64, seed=123)
     assert result["single_object_top1"] >= 0.85 and result["background_top1"] >= 0.9  # random init: ~0.02
+
+
+def test_packaged_alt_tiny_knows_motion_words():
+    backbone = load_backbone("alt-tiny")
+    head = load_motion_head(WEIGHTS_DIR / "alt-tiny.safetensors")
+    assert head is not None  # pretrained on clips: its temporal head ships beside the weights
+    motion = motion_probe(backbone, head, num_clips=96, seed=321)
+    assert motion["motion_top1"] >= MOTION_FLOOR  # chance: 1/11
+    assert class_separation(backbone)["same_shape_class_cosine"] <= 0.8  # still-image alt-tiny: 0.934
 
 
 def test_offline_tag_fails_fast_with_a_clear_message():
