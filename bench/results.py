@@ -407,6 +407,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     parser.add_argument("--videos-per-class", type=int, default=40)
     parser.add_argument("--few-shot-steps", type=int, default=FEW_SHOT_STEPS)
+    parser.add_argument("--few-shot-data-seeds", type=int, default=2, help="run few-shot on the first N data seeds")
     parser.add_argument("--unfrozen-seeds", type=int, default=1,
                         help="training seeds of ALT with the last image block trained from pixels (data seed 0)")
     parser.add_argument("--unfrozen-epochs", type=int, default=4,
@@ -425,9 +426,11 @@ def main() -> None:
         prepare_seconds = time.time() - start
         for prep in preps:
             zero_shot_clip(prep)
+            shots_here = [k for k in SHOTS if prep["seed"] < args.few_shot_data_seeds
+                          and (prep["data"] / f"fewshot_{k}.csv").exists()]
             for method in METHODS:
                 for seed in range(args.train_seeds):
-                    for shots in (None, *(k for k in SHOTS if (prep["data"] / f"fewshot_{k}.csv").exists())):
+                    for shots in (None, *shots_here):
                         run_one(prep, method, seed, shots, args.epochs, args.few_shot_steps)
         for seed in range(args.unfrozen_seeds):
             run_one(preps[0], "alt-unfrozen", seed, None, args.unfrozen_epochs, data="pixels", unfreeze=1)
