@@ -260,9 +260,10 @@ def render(rows: list[dict], meta: dict) -> str:
         "against all 88 names, on the seen test videos and the novel videos; HM = harmonic mean.",
         f"- **Error bars**: mean ± std over runs (data seeds x training seeds); (se) = binomial standard error of "
         f"one test set at that accuracy ({n_test} seen test videos, {n_novel} novel videos per data seed).",
-        f"- **Machine**: {meta['machine']}. Runtime of `python bench/results.py` from scratch: "
-        f"{(meta['prepare_seconds'] + sum(r['wall_seconds'] for r in rows)) / 3600:.1f} h (data, corpus and tokens "
-        f"{meta['prepare_seconds'] / 60:.0f} min + the {len(rows)} runs' wall times; a rerun reuses finished runs).",
+        f"- **Machine**: {meta['machine']}. Runtime: the {len(rows)} runs' wall times sum to "
+        f"{sum(r['wall_seconds'] for r in rows) / 3600:.1f} h, plus data preparation "
+        f"({meta['prepare_seconds'] / 60:.0f} min in the invocation that wrote this page; generating and decoding "
+        "the data from scratch takes a few minutes more). A rerun reuses finished runs.",
         "", "## Supervised and zero-shot", "",
         "| method | supervised top-1 (72-way) | zero-shot top-1, novel-only (16-way; shape-only ref. 0.500) "
         "| GZSL seen | GZSL novel | GZSL HM | explanation precision | runs |",
