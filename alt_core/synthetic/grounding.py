@@ -8,6 +8,7 @@ Motion and position words are not checked: alignment matches regions of single f
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,17 +16,22 @@ import numpy as np
 import pyarrow.dataset as pads
 import torch
 
-from alt_core.clips import ClipFormat, existing_shards, tokens_from_bytes
+from alt_core.clips import existing_shards, read_format, tokens_from_bytes
 from alt_core.model import ALTModel
 from alt_core.synthetic.scenes import BACKGROUNDS, COLORS, SHAPES
 from alt_core.synthetic.synth import ClipSpec, clip_seed, sample_clip_spec
+
+
+@functools.cache
+def _synth_meta(dataset_dir: Path) -> dict:
+    return json.loads((dataset_dir / "synth.json").read_text())
 
 
 def clip_spec_of(path: str | Path) -> ClipSpec:
     """The spec a SynthActions video was rendered from: data seed from synth.json, class from the folder,
     index from the file name (videos/<class_slug>/<index>.mp4)."""
     path = Path(path)
-    meta = json.loads((path.parents[2] / "synth.json").read_text())
+    meta = _synth_meta(path.parents[2])
     label = path.parent.name.replace("_", " ")
     return sample_clip_spec(label, clip_seed(meta["seed"], label, int(path.stem)), meta["frames"], meta["size"])
 
@@ -56,9 +62,8 @@ def explanation_precision(model: ALTModel, clips_dir: str | Path, split: str = "
                           batch_size: int = 64) -> dict:
     """Fraction of a split's clips (first view) whose top-`top` entities are all in the clip, from cached
     tokens; also the fraction of the named entities that are."""
-    shards = existing_shards(clips_dir)
-    fmt = ClipFormat.from_schema(pads.dataset([str(s) for s in shards], format="parquet").schema)
-    table = pads.dataset([str(s) for s in shards], format="parquet").to_table(
+    fmt = read_format(clips_dir)
+    table = pads.dataset([str(s) for s in existing_shards(clips_dir)], format="parquet").to_table(
         columns=["path", "tokens", "sizes"], filter=(pads.field("split") == split) & (pads.field("view") == 0))
     model.eval()
     paths = table["path"].to_pylist()
