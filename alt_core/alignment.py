@@ -26,6 +26,13 @@ class Alignment:
     query_valid: torch.Tensor  # (B, Nq) bool: a region took this entity (False: an empty, masked slot)
     region_entity: torch.Tensor  # (B, T, R) entity assigned to each region
     frames_found: torch.Tensor  # (B, Nq, T) bool: frames where a region took the query's entity
+    patch_region: torch.Tensor | None = None  # (B, T, P) region holding each patch; known when run from pixels
+
+    def patch_entity(self, item: int) -> torch.Tensor | None:
+        """(T, P) the entity each patch's region took, for one video: what the explanation picture tints."""
+        if self.patch_region is None:
+            return None
+        return self.region_entity[item].gather(1, self.patch_region[item])
 
 
 @dataclass

@@ -82,7 +82,8 @@ class ALTModel(nn.Module):
         with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
             out = self.encoder(x)
         r = out.regions.shape[1]
-        return FrameTokens(out.frame.view(b, t, -1), out.regions.view(b, t, r, -1), out.sizes.view(b, t, r))
+        return FrameTokens(out.frame.view(b, t, -1), out.regions.view(b, t, r, -1), out.sizes.view(b, t, r),
+                           out.patch_region.view(b, t, -1))
 
     def forward(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None) -> ALTOutput:
         """Logits from uint8 pixels (B, T, 3, H, W) or from cached `FrameTokens` (same result)."""
@@ -113,6 +114,7 @@ class ALTModel(nn.Module):
         else:
             regions = tokens.regions.float()
             alignment = self.aligner(regions, tokens.sizes.float(), self.entity_embeddings)
+            alignment.patch_region = tokens.patch_region
             query_emb = self.entity_embeddings[alignment.query_index]  # (B, Nq, D)
             video = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions)
         return video, alignment

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from alt_core.alignment import EntityExplanation
 from alt_core.model import ALTModel
+from alt_core.picture import ExplanationPicture, explanation_picture
 from alt_core.video import load_views
 
 
@@ -18,9 +19,10 @@ class Prediction:
     labels: list[str]  # top-k, best first
     scores: list[float]  # softmax probabilities
     entities: list[EntityExplanation]
+    picture: ExplanationPicture | None = field(default=None, repr=False)  # first view's, when asked for
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "picture"}
 
     def text(self) -> str:
         lines = [f"{self.path}"]
@@ -33,16 +35,24 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict_views(model: ALTModel, views: torch.Tensor, path: str, top_k: int = 5) -> Prediction:
-    """views (V, T, 3, H, W) uint8 of one video; labels from all views, entities from the first view."""
+def predict_views(model: ALTModel, views: torch.Tensor, path: str, top_k: int = 5, picture: bool = False) -> Prediction:
+    """views (V, T, 3, H, W) uint8 of one video; labels from all views, entities (and the explanation picture)
+    from the first view."""
     out = model.forward_views(views[None].to(model.class_embeddings.device))
     probs = out.logits[0].softmax(-1)
     k = min(top_k, len(model.labels))
     top = probs.topk(k)
-    return Prediction(path, [model.labels[i] for i in top.indices.tolist()],
-                      [round(float(p), 4) for p in top.values], model.explain(out))
+    prediction = Prediction(path, [model.labels[i] for i in top.indices.tolist()],
+                            [round(float(p), 4) for p in top.values], model.explain(out))
+    if picture:
+        if out.alignment is None:
+            raise ValueError(f"a {model.config.adapter} model aligns no entities, so it has no explanation picture")
+        prediction.picture = explanation_picture(views[0], out.alignment, 0, prediction.entities, prediction.labels,
+                                                 prediction.scores)
+    return prediction
 
 
-def predict_video(model: ALTModel, path: str | Path, top_k: int = 5, clips: int = 1, crops: int = 1) -> Prediction:
+def predict_video(model: ALTModel, path: str | Path, top_k: int = 5, clips: int = 1, crops: int = 1,
+                  picture: bool = False) -> Prediction:
     views = load_views(path, model.config.num_frames, model.backbone.image_size, clips, crops)
-    return predict_views(model, views, str(path), top_k)
+    return predict_views(model, views, str(path), top_k, picture)

@@ -8,6 +8,8 @@ r_l = min(r, (tokens - 1) // 2) pairs, so set A always has r_l tokens besides CL
 open_clip has no ToMe, so `ToMeBlock` re-runs the weights of an open_clip `ResidualAttentionBlock`
 with proportional attention and a merge step.
 At r = 0 the output equals open_clip's own forward.
+As ToMe's source tracking, the encoder follows every patch through the merges (`patch_region`), so a
+region can be drawn as the patches it holds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class RegionTokens:
     frame: torch.Tensor  # (B, D) the CLS token
     regions: torch.Tensor  # (B, R, D)
     sizes: torch.Tensor  # (B, R) patches covered by each region
+    patch_region: torch.Tensor  # (B, P) long: the region each patch was merged into (row-major patch grid)
 
 
 @dataclass
@@ -36,6 +39,7 @@ class FrameTokens:
     frame: torch.Tensor  # (B, T, D)
     regions: torch.Tensor  # (B, T, R, D)
     sizes: torch.Tensor  # (B, T, R)
+    patch_region: torch.Tensor | None = None  # (B, T, P) from pixels; cached tokens do not keep it
 
 
 def clamped_r(r: int, tokens: int) -> int:
@@ -62,11 +66,13 @@ class BipartiteMerge(nn.Module):
         super().__init__()
         self.r = r
 
-    def forward(self, x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, size: torch.Tensor,
+                keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> merged tokens, their sizes, and where each input token went (B, N) (None: nothing merged)."""
         # x (B, N, C), size (B, N, 1), keys (B, N, Ck): attention keys averaged over heads
         r = clamped_r(self.r, x.shape[1])
         if r == 0:
-            return x, size
+            return x, size, None
         metric = F.normalize(keys, dim=-1)
         scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # (B, Na, Nb) cosine
         scores[:, 0, :] = -torch.inf  # protect CLS
@@ -85,7 +91,20 @@ class BipartiteMerge(nn.Module):
             return torch.cat([kept, dst], dim=1)
 
         merged_size = merge(size)
-        return merge(x * size) / merged_size, merged_size
+        return merge(x * size) / merged_size, merged_size, self.destinations(x.shape[1], keep_idx, src_idx, dst_idx)
+
+    @staticmethod
+    def destinations(n: int, keep_idx: torch.Tensor, src_idx: torch.Tensor, dst_idx: torch.Tensor) -> torch.Tensor:
+        """Output position of every input token (B, N): kept A tokens first, then B tokens, which also receive
+        the merged A tokens."""
+        b, kept = keep_idx.shape
+        a_to = torch.empty(b, (n + 1) // 2, dtype=torch.long, device=keep_idx.device)
+        a_to.scatter_(1, keep_idx, torch.arange(kept, device=keep_idx.device).expand(b, -1))
+        a_to.scatter_(1, src_idx, kept + dst_idx)
+        b_to = kept + torch.arange(n // 2, device=keep_idx.device).expand(b, -1)
+        out = torch.empty(b, n, dtype=torch.long, device=keep_idx.device)
+        out[:, ::2], out[:, 1::2] = a_to, b_to
+        return out
 
 
 class ToMeBlock(nn.Module):
@@ -98,7 +117,7 @@ class ToMeBlock(nn.Module):
         self.block = block
         self.merge = BipartiteMerge(r)
 
-    def forward(self, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         blk, attn = self.block, self.block.attn
         b, n, c = x.shape
         h = attn.num_heads
@@ -110,9 +129,9 @@ class ToMeBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = out.transpose(1, 2).reshape(b, n, c)
         x = x + blk.ls_1(attn.out_proj(out))
-        x, size = self.merge(x, size, k.mean(dim=1))
+        x, size, moved_to = self.merge(x, size, k.mean(dim=1))
         x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-        return x, size
+        return x, size, moved_to
 
 
 class RegionEncoder(nn.Module):
@@ -136,8 +155,11 @@ class RegionEncoder(nn.Module):
         # images (B, 3, H, W), normalised
         x = self.visual._embeds(images)  # (B, 1 + N, W)
         size = torch.ones(x.shape[0], x.shape[1], 1, device=x.device, dtype=x.dtype)
+        token_of_patch = torch.arange(1, x.shape[1], device=x.device).expand(x.shape[0], -1)  # (B, P); 0 is CLS
         for block in self.blocks:
-            x, size = block(x, size)
+            x, size, moved_to = block(x, size)
+            if moved_to is not None:
+                token_of_patch = moved_to.gather(1, token_of_patch)
         x = self.visual.ln_post(x) @ self.visual.proj  # (B, 1 + R, D)
         x = F.normalize(x, dim=-1)
-        return RegionTokens(frame=x[:, 0], regions=x[:, 1:], sizes=size[:, 1:, 0])
+        return RegionTokens(frame=x[:, 0], regions=x[:, 1:], sizes=size[:, 1:, 0], patch_region=token_of_patch - 1)

@@ -15,6 +15,7 @@ model deployment whose forward is dynamically batched across requests.
 
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
@@ -24,12 +25,13 @@ import time
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -40,12 +42,14 @@ from alt_core.alignment import explain
 from alt_core.checkpoint import load_checkpoint
 from alt_core.config import Settings, setting
 from alt_core.model import ALTModel
+from alt_core.picture import explanation_picture
 from alt_core.video import VideoDecodeError, load_views
 
 logger = logging.getLogger(__name__)
 MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS, DEFAULT_TOP_K = 1000, 200, 8, 5
 DECODE_THREADS = 2  # per ingress replica
-OPTION_NAMES = ("top_k", "labels", "explain", "clips")
+OPTION_NAMES = ("top_k", "labels", "explain", "clips", "picture", "format")
+PAGE = Path(__file__).with_name("page.html")
 
 
 @dataclass
@@ -148,6 +152,8 @@ class Options:
     labels: list[str] | None = None
     explain: bool = True
     clips: int = 1
+    picture: bool = False  # the explanation picture, inline in the JSON as a data: URL
+    format: str = "json"  # "png": answer with the explanation picture itself
 
 
 def parse_options(pairs: list[tuple[str, str]]) -> Options:
@@ -159,7 +165,7 @@ def parse_options(pairs: list[tuple[str, str]]) -> Options:
     values: dict[str, list[str]] = {}
     for key, value in pairs:
         values.setdefault(key, []).append(value)
-    for key in ("top_k", "explain", "clips"):
+    for key in ("top_k", "explain", "clips", "picture", "format"):
         if len(values.get(key, [])) > 1:
             raise APIError(400, "invalid_parameter", f"{key} is given more than once")
     try:
@@ -169,11 +175,18 @@ def parse_options(pairs: list[tuple[str, str]]) -> Options:
             options.clips = int(values["clips"][0])
     except ValueError as err:
         raise APIError(422, "invalid_parameter", "top_k and clips must be integers") from err
-    if "explain" in values:
-        flag = values["explain"][0].lower()
-        if flag not in ("true", "false", "1", "0"):
-            raise APIError(422, "invalid_parameter", "explain must be true or false")
-        options.explain = flag in ("true", "1")
+    for key in ("explain", "picture"):
+        if key in values:
+            flag = values[key][0].lower()
+            if flag not in ("true", "false", "1", "0"):
+                raise APIError(422, "invalid_parameter", f"{key} must be true or false")
+            setattr(options, key, flag in ("true", "1"))
+    if "format" in values:
+        if values["format"][0] not in ("json", "png"):
+            raise APIError(422, "invalid_parameter", f"format must be json or png, got {values['format'][0]!r}")
+        options.format = values["format"][0]
+    if (options.picture or options.format == "png") and not options.explain:
+        raise APIError(422, "invalid_parameter", "the explanation picture needs explain=true")
     if "labels" in values:
         labels = [label.strip() for label in values["labels"]]
         if not labels or any(not label for label in labels):
@@ -264,6 +277,10 @@ class Ingress:
             self.info_at = time.monotonic()
         return self.info
 
+    @api.get("/", response_class=HTMLResponse, summary="The web page: upload a clip, see labels and why")
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
     @api.get("/healthz", summary="Liveness: the process answers")
     async def healthz(self) -> dict:
         return {"status": "alive"}
@@ -294,14 +311,20 @@ class Ingress:
         self.authorize(request)
         return await self.model.stats.remote()
 
-    @api.post("/v1/predict", summary="Top-k labels and the aligned entities of an uploaded clip")
+    @api.post("/v1/predict", summary="Top-k labels and the aligned entities of an uploaded clip",
+              response_model=None, responses={200: {"content": {"application/json": {}, "image/png": {}},
+                                                    "description": "JSON, or with format=png the explanation picture"}})
     async def predict(self, request: Request,
                       top_k: int = Query(DEFAULT_TOP_K, description="labels to return (default: 5, or every label "
                                                                     "when there are fewer)"),
                       labels: list[str] | None = Query(None, description="open vocabulary: score these names "
                                                                              "instead of the checkpoint's labels"),
                       explain: bool = Query(True, description="return the aligned entities"),
-                      clips: int = Query(1, description="temporal test views, averaged")) -> dict:
+                      clips: int = Query(1, description="temporal test views, averaged"),
+                      picture: bool = Query(False, description="add the explanation picture (PNG) to the JSON as a "
+                                                               "data: URL under `picture`"),
+                      format: str = Query("json", description="`png`: answer with the explanation picture itself "
+                                                              "(image/png) instead of JSON")) -> Response | dict:
         """The clip goes as multipart/form-data (field `file`; parameters may also be form fields) or as the raw
         body with a `video/*` content type. At most `max_upload_mb`; decoded in memory at the model's scale."""
         start = time.perf_counter()
@@ -328,7 +351,8 @@ class Ingress:
         try:
             result = await asyncio.wait_for(
                 self.model.predict.remote({"views": views, "labels": options.labels, "top_k": top_k,
-                                           "explain": options.explain}),
+                                           "explain": options.explain,
+                                           "picture": options.picture or options.format == "png"}),
                 max(0.001, deadline - time.perf_counter()))
         except TimeoutError as err:
             raise APIError(504, "timeout", "the model did not answer within the request's time budget") from err
@@ -337,10 +361,18 @@ class Ingress:
                            {"Retry-After": "1"}) from err
         if "error" in result:
             raise APIError(503, "model_changed", result["error"], {"Retry-After": "1"})
+        if (options.picture or options.format == "png") and result.get("picture") is None:
+            raise APIError(422, "no_explanation", f"the served model ({result['model']['adapter']}) aligns no "
+                                                  "entities, so it has no explanation picture")
+        if options.format == "png":
+            return Response(result["picture"], media_type="image/png")
         done = time.perf_counter()
-        return {"model": result["model"], "predictions": result["predictions"], "entities": result["entities"],
+        body = {"model": result["model"], "predictions": result["predictions"], "entities": result["entities"],
                 "timing_ms": {"decode": round(1000 * (decoded - start), 1), "model": round(1000 * (done - decoded), 1),
                               "total": round(1000 * (done - start), 1), "batch_size": result["batch_size"]}}
+        if options.picture:
+            body["picture"] = "data:image/png;base64," + base64.b64encode(result["picture"]).decode()
+        return body
 
 
 class LoadedModel:
@@ -481,13 +513,18 @@ class ALTModelServer:
             probs = logits.mean(0).softmax(-1)  # views averaged
             names = it["labels"] or model.labels
             top = probs.topk(min(it["top_k"], len(names)))
-            entities = []
-            if it["explain"] and alignment is not None:
-                entities = [{"unit": e.unit, "description": e.description, "score": round(e.score, 4),
-                             "frames": e.frames} for e in explain(alignment, units, descriptions, item=offset)]
+            predictions = [{"label": names[i], "score": round(float(p), 4)}
+                           for p, i in zip(top.values, top.indices.tolist(), strict=True)]
+            explanation = explain(alignment, units, descriptions, item=offset) if alignment is not None else []
+            picture = None
+            if it["picture"] and alignment is not None:  # drawn for the first view, as the entities are
+                picture = explanation_picture(it["views"][0], alignment, offset, explanation,
+                                              [p["label"] for p in predictions],
+                                              [p["score"] for p in predictions]).png()
+            entities = [{"unit": e.unit, "description": e.description, "score": round(e.score, 4),
+                         "frames": e.frames} for e in explanation] if it["explain"] else []
             results.append({"model": loaded.meta, "batch_size": len(items), "entities": entities,
-                            "predictions": [{"label": names[i], "score": round(float(p), 4)}
-                                            for p, i in zip(top.values, top.indices.tolist(), strict=True)]})
+                            "predictions": predictions, "picture": picture})
             offset += count
         return results
 

@@ -116,14 +116,29 @@ def predict(
     clips: int = typer.Option(1, min=1),
     crops: int = typer.Option(1, min=1),
     as_json: bool = typer.Option(False, "--json"),
+    explain: Path = typer.Option(None, "--explain", help="write the explanation picture (PNG) here: the frames "
+                                                          "with each patch tinted by its region's entity"),
 ) -> None:
     """Decode one video and print its top-k labels and aligned entities."""
     from alt_core.checkpoint import load_checkpoint
+    from alt_core.errors import ConfigError
     from alt_core.predict import predict_video
     from pipelines.tracking import resolve_model
 
-    result = predict_video(load_checkpoint(resolve_model(model, tracking_uri)), video, top_k, clips, crops)
-    _echo(json.dumps(result.to_dict(), indent=1) if as_json else result.text())
+    if explain is not None and explain.suffix.lower() != ".png":
+        raise ConfigError(f"--explain {explain}: the explanation picture is a PNG; give a path ending in .png")
+    loaded = load_checkpoint(resolve_model(model, tracking_uri))
+    if explain is not None and (loaded.config.adapter != "alt" or loaded.config.queries != "entities"):
+        raise ConfigError(f"--explain: this checkpoint's model ({loaded.config.adapter}, {loaded.config.queries} "
+                          "queries) aligns no entities, so there is nothing to draw; drop --explain")
+    result = predict_video(loaded, video, top_k, clips, crops, picture=explain is not None)
+    payload, text = result.to_dict(), result.text()
+    if explain is not None:
+        explain.parent.mkdir(parents=True, exist_ok=True)
+        explain.write_bytes(result.picture.png())
+        payload["explanation_picture"] = str(explain)
+        text += f"\n  explanation picture: {explain}"
+    _echo(json.dumps(payload, indent=1) if as_json else text)
 
 
 @backbone_app.command("pretrain")
@@ -310,11 +325,16 @@ def serve_cmd(
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/demo"), help="working directory")) -> None:
-    """The whole lifecycle on the embedded default (SynthActions + alt-tiny)."""
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="working directory"),
+    port: int = typer.Option(8000, help="HTTP port of the served champion (on 127.0.0.1)"),
+    keep_serving: bool = typer.Option(False, help="leave the champion served (API and web page) until Ctrl-C"),
+) -> None:
+    """The whole lifecycle on the embedded default (SynthActions + alt-tiny): data, corpus, decode, tune,
+    champion, serve, one request."""
     from pipelines.demo import run_demo
 
-    run_demo(out)
+    run_demo(out, port=port, keep_serving=keep_serving)
 
 
 def main() -> None:

@@ -1,30 +1,34 @@
 """`alt demo`: the whole lifecycle on the embedded default, small enough for a laptop.
 
-SynthActions videos -> entity corpus (Ray Data) -> cached region tokens (Ray Data) -> ALT training
-(Ray Train, tracked in MLflow) -> supervised and zero-shot evaluation -> one prediction with its
-aligned entities.
+SynthActions videos -> entity corpus (Ray Data) -> cached region tokens (Ray Data) -> a small search (Ray
+Tune over Ray Train, tracked in MLflow) -> its best trial registered as `models:/alt@champion` ->
+supervised and zero-shot evaluation -> the champion served (Ray Serve) -> one real HTTP request with a test
+clip -> its labels, entities and explanation picture, and the web page's URL.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
-from alt_core.checkpoint import load_checkpoint
 from alt_core.config import DecodeSpec, TrainConfig
 from alt_core.manifest import read_manifest
-from alt_core.predict import predict_video
 from alt_core.synthetic.synth import generate_synth_actions, split_classes
 from pipelines.console import ensure_ray
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainJob, train
+from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config, stop_app
+from pipelines.train import TrainJob
+from pipelines.tune import SearchOptions, tune_search
 
 logger = logging.getLogger(__name__)
+DEMO_SPACE = Path(__file__).resolve().parents[1] / "tune_spaces" / "demo.yaml"
 
 
 def demo_classes(num_seen: int = 8) -> list[str]:
@@ -35,10 +39,11 @@ def demo_classes(num_seen: int = 8) -> list[str]:
     return chosen + [label for label in novel if label.split()[0] in shapes]
 
 
-def run_demo(out: str | Path, videos_per_class: int = 6, epochs: int = 4, seed: int = 0) -> dict:
+def run_demo(out: str | Path, videos_per_class: int = 6, seed: int = 0, port: int = 8000,
+             keep_serving: bool = False) -> dict:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "train", ignore_errors=True)  # a demo run trains afresh; data and corpus are reused
+    shutil.rmtree(out / "tune", ignore_errors=True)  # a demo searches afresh (and its registry with it)
     start = time.time()
     data = out / "synth"
     synth = generate_synth_actions(data, seed=seed, classes=demo_classes(), videos_per_class=videos_per_class,
@@ -50,18 +55,46 @@ def run_demo(out: str | Path, videos_per_class: int = 6, epochs: int = 4, seed: 
                                   "alt-tiny", None, out / "corpus.parquet")
     decoded = decode_manifest(data / "manifest.parquet", out / "clips",
                               DecodeSpec(cache_tokens=True, backbone="alt-tiny", seed=seed))
-    trained = train(TrainJob(data=str(out / "clips"), corpus=str(out / "corpus.parquet"), out=str(out / "train"),
-                             labels=str(data / "labels_seen.txt"), train=TrainConfig(epochs=epochs, seed=seed)))
-    checkpoint = trained["checkpoint"]
+    job = TrainJob(data=str(out / "clips"), corpus=str(out / "corpus.parquet"), out=str(out / "tune"),
+                   labels=str(data / "labels_seen.txt"), train=TrainConfig(seed=seed))
+    search = tune_search(job, SearchOptions(space=str(DEMO_SPACE)))
+    checkpoint = search["decision"]["checkpoint"]
     supervised = evaluate(checkpoint, out / "clips", splits=("test",), out=out / "eval_supervised.json")
     zero_shot = evaluate(checkpoint, out / "clips", labels=data / "labels_novel.txt", splits=("novel",),
                          out=out / "eval_zero_shot.json")
-    video = next(row.path for row in read_manifest(data / "manifest.parquet") if row.split == "test")
-    prediction = predict_video(load_checkpoint(checkpoint), video, top_k=3)
-    logger.info(f"predict: {prediction.text()}")
-    summary = {"synth": synth["videos"], "corpus": corpus["content_hash"], "decode": decoded,
-               "checkpoint": checkpoint, "supervised": supervised, "zero_shot": zero_shot,
-               "mlflow": trained["tracking_uri"], "seconds": round(time.time() - start, 1)}
-    (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str))
-    logger.info(f"demo: done in {summary['seconds']} s; summary {out / 'demo.json'}, MLflow {trained['tracking_uri']}")
+    tracking_uri = job.mlflow_uri()
+    url = deploy(serve_config(DEFAULT_CONFIG, "models:/alt@champion", tracking_uri, port=port))
+    logger.info(f"serve: models:/alt@champion (v{search['decision']['version']}) at {url}")
+    summary: dict = {}
+    try:
+        video = next(row.path for row in read_manifest(data / "manifest.parquet") if row.split == "test")
+        answer = request_prediction(url, Path(video), out / "explanation.png")
+        summary = {"synth": synth["videos"], "corpus": corpus["content_hash"], "decode": decoded,
+                   "search": {k: search[k] for k in ("search_id", "best", "decision", "trial_epochs")},
+                   "checkpoint": checkpoint, "supervised": supervised, "zero_shot": zero_shot, "mlflow": tracking_uri,
+                   "url": url, "request": {"video": video, **answer}, "seconds": round(time.time() - start, 1)}
+        (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str))
+        logger.info(f"demo: done in {summary['seconds']} s; summary {out / 'demo.json'}, MLflow {tracking_uri}")
+        if keep_serving:
+            logger.info(f"demo: serving at {url} (web page {url}/) until Ctrl-C")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        logger.info("serve: stopping")
+    finally:
+        stop_app()
     return summary
+
+
+def request_prediction(url: str, video: Path, picture: Path) -> dict:
+    """POST one clip to the running server, as any client would; save its explanation picture."""
+    request = urllib.request.Request(f"{url}/v1/predict?picture=true&top_k=3", data=video.read_bytes(),
+                                     headers={"Content-Type": "video/mp4"}, method="POST")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        body = json.loads(response.read())
+    picture.write_bytes(base64.b64decode(body.pop("picture").split(",", 1)[1]))
+    ranked = "; ".join(f"{p['label']} {p['score']:.3f}" for p in body["predictions"])
+    entities = ", ".join(f"{e['unit']} {e['score']:+.3f}" for e in body["entities"][:4])
+    logger.info(f"request: POST {url}/v1/predict {video.name} -> {ranked}")
+    logger.info(f"request: entities {entities}; explanation picture {picture}; web page {url}/")
+    return {"predictions": body["predictions"], "entities": body["entities"], "picture": str(picture)}

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from alt_core.checkpoint import save_checkpoint
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
@@ -32,10 +33,14 @@ def test_help_lists_the_verbs():
         assert verb in result.stdout, verb
 
 
-def test_predict_prints_topk_and_entities(checkpoint_and_clip):
+def test_predict_prints_topk_and_entities_and_writes_the_picture(tmp_path, checkpoint_and_clip):
     ckpt, clip = checkpoint_and_clip
-    result = run_alt("predict", str(clip), "--checkpoint", str(ckpt), "--top-k", "3")
+    picture = tmp_path / "pictures" / "why.png"
+    result = run_alt("predict", str(clip), "--checkpoint", str(ckpt), "--top-k", "3", "--explain", str(picture))
     assert result.returncode == 0, result.stderr
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and image.width > 4 * 32  # a strip of the model's 4 frames
+    assert f"explanation picture: {picture}" in result.stdout
     lines = result.stdout.splitlines()
     ranked = [line for line in lines if line.strip()[:2] in {"1.", "2.", "3."}]
     assert len(ranked) == 3
@@ -52,6 +57,12 @@ def test_predict_on_text_file_is_one_clear_error(tmp_path, checkpoint_and_clip):
     err = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error:") and "notes.mp4" in err[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_explain_to_a_non_png_path_is_one_clear_error(tmp_path, checkpoint_and_clip):
+    ckpt, clip = checkpoint_and_clip
+    result = run_alt("predict", str(clip), "--checkpoint", str(ckpt), "--explain", str(tmp_path / "why.jpg"))
+    assert result.returncode == 2 and result.stderr.startswith("error: --explain") and ".png" in result.stderr
 
 
 def test_missing_checkpoint_is_one_clear_error(tmp_path, checkpoint_and_clip):

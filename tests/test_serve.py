@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+from base64 import b64decode
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import requests
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
@@ -26,6 +28,7 @@ from alt_core.errors import ConfigError
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
 from pipelines import tracking
 from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config
+from tests.browser import MISSING, browser_available, chromium, save_page, submit_clip
 from tests.helpers import LABELS, free_port, make_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
@@ -119,6 +122,49 @@ def test_predict_returns_sorted_top_k_and_entities_with_frames(server):
     assert {"decode", "model", "total"} <= set(body["timing_ms"])
     raw = post(server, clip_bytes(seed=4), params={"explain": "false"})
     assert raw.status_code == 200 and raw.json()["entities"] == [] and len(raw.json()["predictions"]) == 4
+
+
+def test_explanation_picture_as_png_and_inline_in_the_json(server):
+    clip = clip_bytes(seed=6)
+    png = post(server, clip, params={"format": "png", "top_k": 2})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text[:200]
+    inline = post(server, clip, params={"picture": "true"})
+    assert inline.status_code == 200
+    prefix = "data:image/png;base64,"
+    assert inline.json()["picture"].startswith(prefix) and inline.json()["entities"]
+    inline_png = b64decode(inline.json()["picture"][len(prefix):])
+    with Image.open(io.BytesIO(png.content)) as a, Image.open(io.BytesIO(inline_png)) as b:
+        assert a.format == b.format == "PNG" and a.width == b.width > 4 * 32  # the strip of the model's 4 frames
+    assert "picture" not in post(server, clip).json()  # only when asked for
+
+
+@pytest.mark.skipif(not browser_available(), reason=MISSING)
+def test_web_page_in_a_real_browser_shows_labels_picture_and_api_errors(server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    clip, notes = tmp_path / "clip.mp4", tmp_path / "notes.txt"
+    clip.write_bytes(clip_bytes(seed=7))
+    notes.write_text("this is not a video\n" * 20)
+    api_error = post(server, files={"file": ("notes.txt", notes.read_bytes(), "text/plain")}).json()["error"]
+    with chromium() as driver:
+        assert submit_clip(driver, server["url"], clip, token=TOKEN) == "result"
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in driver.find_elements(By.CSS_SELECTOR, "#predictions tbody tr")]
+        assert sorted(row[0] for row in rows) == sorted(LABELS)  # top-k defaults to every label when under 5
+        scores = [float(row[1]) for row in rows]
+        assert scores == sorted(scores, reverse=True)
+        assert driver.find_elements(By.CSS_SELECTOR, "#entities tbody tr")
+        width = driver.execute_script("return document.getElementById('picture').naturalWidth")
+        assert width > 4 * 32
+        save_page(driver, tmp_path / "page.png")
+        assert submit_clip(driver, server["url"], notes, token=TOKEN) == "error"
+        shown = driver.find_element(By.ID, "error").text
+        assert api_error["message"] in shown and api_error["code"] in shown
+        assert not driver.find_element(By.ID, "result").is_displayed()
+        assert submit_clip(driver, server["url"], clip, token="wrong") == "error"
+        assert "Bearer" in driver.find_element(By.ID, "error").text
+    with Image.open(tmp_path / "page.png") as shot:
+        assert shot.format == "PNG" and shot.width >= 1000
 
 
 def test_per_request_labels_are_an_open_vocabulary(server):
@@ -225,6 +271,9 @@ BAD_INPUTS = {
     "malformed JSON": (lambda s: post(s, b'{"top_k": 3,', headers={"Content-Type": "application/json"}), 400,
                        "malformed_json"),
     "unknown parameter": (lambda s: post(s, clip_bytes(), params={"topk": 3}), 400, "unknown_parameter"),
+    "format gif": (lambda s: post(s, clip_bytes(), params={"format": "gif"}), 422, "invalid_parameter"),
+    "picture without explain": (lambda s: post(s, clip_bytes(), params={"picture": "true", "explain": "false"}), 422,
+                                "invalid_parameter"),
     "file name with ../": (lambda s: post(s, files={"file": ("../../etc/passwd.mp4", clip_bytes())}), 400,
                            "invalid_filename"),
     "wrong bearer token": (lambda s: post(s, clip_bytes(), headers={"Authorization": "Bearer nope"}), 401,

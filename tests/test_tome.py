@@ -43,7 +43,7 @@ def test_merge_preserves_size_weighted_mean_and_cls():
     x = torch.randn(2, 11, 6)
     size = torch.rand(2, 11, 1) + 0.5
     keys = torch.randn(2, 11, 4)
-    merged, merged_size = BipartiteMerge(r=3)(x, size, keys)
+    merged, merged_size, _ = BipartiteMerge(r=3)(x, size, keys)
     assert merged.shape == (2, 8, 6) and merged_size.shape == (2, 8, 1)
     torch.testing.assert_close((merged * merged_size).sum(1), (x * size).sum(1))
     torch.testing.assert_close(merged_size.sum(1), size.sum(1))
@@ -54,10 +54,12 @@ def test_merge_preserves_size_weighted_mean_and_cls():
 def test_merge_joins_the_most_similar_pair():
     x = torch.arange(5, dtype=torch.float32).view(1, 5, 1).repeat(1, 1, 2)
     keys = torch.tensor([[[1.0, 0], [0, 1], [0.1, 1], [1, 0.05], [-1, 0]]])  # token 2 ~ token 1 (A/B pair)
-    merged, size = BipartiteMerge(r=1)(x, torch.ones(1, 5, 1), keys)
+    merged, size, moved_to = BipartiteMerge(r=1)(x, torch.ones(1, 5, 1), keys)
     # A = tokens 0, 2, 4; B = tokens 1, 3. Token 2 merges into token 1 -> value (1 + 2) / 2
     assert sorted(size.flatten().tolist()) == [1.0, 1.0, 1.0, 2.0]
     assert 1.5 in merged[0, :, 0].tolist()
+    assert moved_to[0, 2] == moved_to[0, 1] and len(set(moved_to[0].tolist())) == 4  # tokens 1, 2 share a slot
+    assert merged[0, moved_to[0, 2], 0] == 1.5
 
 
 def test_proportional_attention_uses_sizes(micro_backbone):
@@ -68,16 +70,16 @@ def test_proportional_attention_uses_sizes(micro_backbone):
     dup = torch.cat([x, x[:, 3:4]], dim=1)
     block.merge.r = 0
     with torch.no_grad():
-        ref, _ = block(dup, torch.ones(1, 5, 1))
+        ref, _, _ = block(dup, torch.ones(1, 5, 1))
         block.merge.r = 1  # enables the log(size) bias; merge then joins the two identical tokens
-        out, size = block(x, torch.tensor([[[1.0], [1.0], [1.0], [2.0]]]))
+        out, size, _ = block(x, torch.tensor([[[1.0], [1.0], [1.0], [2.0]]]))
     torch.testing.assert_close(out[0, 0], ref[0, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_merge_never_takes_cls_when_set_a_runs_short():
     torch.manual_seed(0)
     x, keys = torch.randn(2, 9, 6), torch.randn(2, 9, 4)  # CLS + 8 tokens: A holds CLS + 4, B holds 4
-    merged, size = BipartiteMerge(r=6)(x, torch.ones(2, 9, 1), keys)
+    merged, size, _ = BipartiteMerge(r=6)(x, torch.ones(2, 9, 1), keys)
     assert merged.shape[1] == 9 - 4  # clamped to the 4 non-CLS tokens of A
     torch.testing.assert_close(merged[:, 0], x[:, 0])
     assert torch.equal(size[:, 0], torch.ones(2, 1))
@@ -94,3 +96,24 @@ def test_large_r_keeps_cls_and_reports_the_real_region_count(name, r):
     assert all(step <= r for step in encoder.schedule) and sum(encoder.schedule) < encoder.num_patches
     # total size is conserved, so regions covering exactly N patches means CLS (size 1) was never merged
     torch.testing.assert_close(out.sizes.sum(-1), torch.full((2,), float(encoder.num_patches)))
+    assert_patch_map_matches_sizes(out)
+
+
+def assert_patch_map_matches_sizes(out):
+    """The tracked patch -> region map holds each region's patches: their count is the region's size."""
+    regions = out.regions.shape[1]
+    assert out.patch_region.min() >= 0 and out.patch_region.max() < regions
+    counts = torch.stack([torch.bincount(row, minlength=regions) for row in out.patch_region])
+    torch.testing.assert_close(counts.float(), out.sizes)
+
+
+@pytest.mark.parametrize("r", [0, 2, 5])
+def test_patch_map_follows_every_merge(micro_backbone, r):
+    torch.manual_seed(r)
+    encoder = RegionEncoder(micro_backbone.clip.visual, r=r)
+    with torch.no_grad():
+        out = encoder(torch.randn(3, 3, 32, 32))
+    assert out.patch_region.shape == (3, encoder.num_patches)
+    assert_patch_map_matches_sizes(out)
+    if r == 0:
+        assert torch.equal(out.patch_region[0], torch.arange(encoder.num_patches))
