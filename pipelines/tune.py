@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, fields, replace
@@ -267,7 +269,7 @@ def tune_search(job: TrainJob, options: SearchOptions) -> dict:
                                         max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
                                       callbacks=[TrialProgress(out / PROGRESS_FILE, space.max_t)]))
-    grid = tuner.fit()
+    grid = fit_keeping_ctrl_c(tuner)
     summary = summarise(job, space, options, search, grid, labels)
     summary["seconds"] = round(time.time() - start, 1)
     (out / RESULTS_FILE).write_text(json.dumps(summary, indent=1, default=str))
@@ -275,6 +277,18 @@ def tune_search(job: TrainJob, options: SearchOptions) -> dict:
     logger.info(trials_table(summary["trials"]))
     logger.info(decision_line(summary["decision"]))
     return summary
+
+
+def fit_keeping_ctrl_c(tuner: tune.Tuner):
+    """`tuner.fit()`, with the process's Ctrl-C handler given back afterwards: Tune installs its own (Ctrl-C
+    stops the experiment) and leaves it in place, so a caller that goes on serving could not be stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        return tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _search_record(out: Path, options: SearchOptions, job: TrainJob) -> dict:

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random-init backbone, a small corpus, and the test environment."""
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -45,3 +46,26 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=False)
     yield
     ray.shutdown()
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Stop a Ray that a test left running while the interpreter is still whole, and remember the verdict."""
+    if ray.is_initialized():
+        ray.shutdown()
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """Leave with pytest's own exit status once every report is written, skipping interpreter finalization.
+
+    CI saw `make test` fail with a segmentation fault *after* "199 passed" was printed: native threads of the
+    libraries under test (Ray's core worker, torch, decord) crashing while Python tore its modules down. That
+    teardown checks nothing, so it is skipped; the exit status is exactly the one pytest computed."""
+    if _exit_status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[0])

@@ -97,10 +97,13 @@ def search_job(ws: dict, out: str) -> TrainJob:
 @pytest.mark.slow
 def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace):
     root = workspace["root"]
-    space = write_space(root / "space.yaml", {"num_queries": {"grid": [2, 8]}, "lr": {"grid": [3.0e-3, 1.0e-6]}})
-    # one trial at a time, in grid order (both learning trials first): which trials ASHA stops then does not hang
-    # on the order two concurrent trials happen to report in on a loaded machine
+    # lr 1e-6 keeps alt-tiny's zero-shot accuracy (a third of these 12 validation videos); lr 0.3 wrecks the
+    # adapter in one epoch. Run one trial at a time in grid order (each wrecked trial after a sound one), so ASHA
+    # meets the wrecked ones below its cutoff, whatever order concurrent trials would report in on a busy machine.
+    space = write_space(root / "space.yaml", {"num_queries": {"grid": [2, 8]}, "lr": {"grid": [1.0e-6, 0.3]}})
+    ctrl_c = signal.getsignal(signal.SIGINT)
     summary = tune_search(search_job(workspace, "search1"), SearchOptions(space=str(space), concurrent=1))
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # Tune's own handler is gone: Ctrl-C stops a caller again
 
     trials = summary["trials"]
     assert len(trials) == 4 and all(t["stop_reason"] != "failed" for t in trials)
@@ -147,7 +150,7 @@ def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace
 
 @pytest.mark.slow
 def test_killed_search_driver_resumes_without_rerunning_finished_trials(workspace, tmp_path):
-    space = write_space(tmp_path / "space.yaml", {"num_queries": {"grid": [2, 4, 8]}}, max_t=2)
+    space = write_space(tmp_path / "space.yaml", {"num_queries": {"grid": [2, 4]}}, max_t=2)
     out = workspace["root"] / "search_killed"
     ray_tmp = tempfile.mkdtemp(prefix="altray", dir="/tmp")  # short: Ray's socket paths live under it
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
@@ -167,12 +170,12 @@ def test_killed_search_driver_resumes_without_rerunning_finished_trials(workspac
         driver.wait()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     finished = [json.loads(line)["trial_id"] for line in (out / PROGRESS_FILE).read_text().splitlines()]
-    assert len(finished) < 3, "the search ended before the driver was killed"
+    assert len(finished) == 1, "the driver was to be killed after the first of the two trials"
     epochs_before = {t: (out / "trials" / t / "progress.jsonl").read_text() for t in finished}
 
     summary = tune_search(search_job(workspace, "search_killed"),
                           SearchOptions(space=str(space), scheduler="fifo", concurrent=1, resume=True))
-    assert len(summary["trials"]) == 3 and all(t["stop_reason"] == "completed" for t in summary["trials"])
+    assert len(summary["trials"]) == 2 and all(t["stop_reason"] == "completed" for t in summary["trials"])
     for trial in finished:  # not rerun: the same epoch lines, and one MLflow run per trial
         assert (out / "trials" / trial / "progress.jsonl").read_text() == epochs_before[trial]
     client = MlflowClient(workspace["tracking_uri"])
