@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -129,18 +130,30 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
-    rates, costs = {}, {}
+    rates, costs, rows = {}, {}, {}
     for name, r in results.items():
         assert r["videos_ok"] == args.videos, (name, r)
         rates[name] = r["videos_ok"] / r["seconds"]
         per_video = r["worker_seconds"] / r["videos_ok"]
         fixed = r["seconds"] - r["worker_seconds"] / r["workers"]
         costs[name] = (per_video, fixed)
+        rows[name] = {"seconds": round(r["seconds"], 2), "videos_per_s": round(rates[name], 2),
+                      "decode_ms_per_video": round(1000 * per_video, 1), "fixed_cost_s": round(fixed, 2),
+                      "workers": r["workers"]}
         report(f"{name:<28} {r['seconds']:6.1f} s: {rates[name]:6.1f} videos/s | decode {1000 * per_video:5.1f} ms "
               f"per video | fixed cost {fixed:5.1f} s")
     plain, _, two = rates.values()
     (loop_cost, _), _, (two_cost, two_fixed) = costs.values()
     report(f"ratio (2 workers / plain loop): {two / plain:.2f}  | loadavg(1m) after={os.getloadavg()[0]:.2f}")
+    results_file = Path(__file__).resolve().parents[1] / "results" / "decode_bench.json"
+    results_file.write_text(json.dumps({
+        "machine": f"{platform.platform()} | {cpu_model()} | {os.cpu_count()} CPUs",
+        "data": {"videos": args.videos, "seed": args.seed, "seconds": SECONDS, "fps": FPS, "width": WIDTH,
+                 "height": HEIGHT, "noise": args.noise, "mb_per_video": round(megabytes / args.videos, 3),
+                 "frames_sampled": SPEC.frames, "size": SPEC.size, "shard_size": shard_size},
+        "runs": rows, "ratio_two_workers_to_loop": round(two / plain, 3),
+        "steady_state_ratio": round(loop_cost / (two_cost / 2), 3)}, indent=1) + "\n")
+    report(f"written: {results_file}")
     if two_cost / 2 < loop_cost / 1.5:  # (c) reaches 1.5x once its fixed cost is amortised
         break_even = two_fixed / (loop_cost / 1.5 - two_cost / 2)
         report(f"at these costs (c) reaches 1.5x the loop from {break_even:.0f} videos; its steady-state rate is "
