@@ -31,12 +31,13 @@ logger = logging.getLogger(__name__)
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "tune_spaces" / "demo.yaml"
 
 
-def demo_classes(num_seen: int = 8) -> list[str]:
-    """A few seen classes plus every novel class that shares their shapes (the zero-shot split)."""
+def demo_classes(shapes: int = 4, motions: int = 2) -> list[str]:
+    """A few shapes with a few seen motions each, plus every novel class of those shapes (the zero-shot split):
+    the classes differ in shape and in motion, as the full label set does."""
     seen, novel = split_classes()
-    chosen = seen[:num_seen]
-    shapes = {label.split()[0] for label in chosen}
-    return chosen + [label for label in novel if label.split()[0] in shapes]
+    chosen_shapes = list(dict.fromkeys(label.split()[0] for label in seen))[:shapes]
+    chosen = [label for shape in chosen_shapes for label in [s for s in seen if s.split()[0] == shape][:motions]]
+    return chosen + [label for label in novel if label.split()[0] in chosen_shapes]
 
 
 def run_demo(out: str | Path, videos_per_class: int = 6, seed: int = 0, port: int = 8000,

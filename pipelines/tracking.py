@@ -260,8 +260,10 @@ def registry_version(reference: str, tracking_uri: str | None = None) -> dict:
 
 def resolve_model(reference: str | Path, tracking_uri: str | None = None) -> Path:
     """A local checkpoint directory for a directory or a registry URI. Registry versions are downloaded once
-    into a per-user cache keyed by store, name and version (a version never changes; an alias is resolved
-    first), so hot swaps and repeated `alt predict` calls do not pile up copies."""
+    into a per-user cache keyed by store, name, version and run (an alias is resolved first), so hot swaps and
+    repeated `alt predict` calls do not pile up copies. The run is part of the key because a version number is
+    not unique over time: a store deleted and made again at the same URI (a rerun of `alt demo`) numbers its
+    versions from 1 again."""
     reference = str(reference)
     if not reference.startswith("models:/"):
         return Path(reference)
@@ -269,7 +271,7 @@ def resolve_model(reference: str | Path, tracking_uri: str | None = None) -> Pat
     version = registry_version(reference, uri)
     store = hashlib.sha256(uri.encode()).hexdigest()[:12]
     cache = Path(tempfile.gettempdir()) / f"alt-models-{os.getuid()}"
-    target = cache / store / version["name"] / str(version["version"])
+    target = cache / store / version["name"] / f"{version['version']}-{version['run_id']}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

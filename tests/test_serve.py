@@ -6,6 +6,9 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from base64 import b64decode
@@ -23,7 +26,7 @@ from PIL import Image
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
-from alt_core.checkpoint import save_checkpoint
+from alt_core.checkpoint import load_checkpoint, save_checkpoint
 from alt_core.errors import ConfigError
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
 from pipelines import tracking
@@ -84,6 +87,37 @@ def post(server: dict, data: bytes = b"", params=None, files=None, headers=None,
         headers["Content-Type"] = "video/mp4"
     return requests.post(f"{server['url']}/v1/predict", params=params, files=files, headers=headers,
                          data=None if files else data, timeout=120, **kwargs)
+
+
+REMADE_STORE = """
+import sys
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+from alt_core.manifest import read_labels
+from pipelines import tracking
+from tests.test_serve import register
+uri, artifacts, checkpoint = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+assert register(MlflowClient(uri), uri, artifacts, checkpoint) == 1
+print(read_labels(tracking.resolve_model("models:/alt/1", uri) / "labels.txt"))
+"""
+
+
+def test_a_remade_registry_at_the_same_uri_never_serves_the_old_cached_version(tmp_path, micro_backbone,
+                                                                                micro_corpus):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first, second = make_model(micro_backbone, micro_corpus), make_model(micro_backbone, micro_corpus)
+    first.set_labels(LABELS[:2])
+    second.set_labels(LABELS[2:])
+    assert register(MlflowClient(uri), uri, tmp_path / "artifacts", save_checkpoint(first, tmp_path / "a")) == 1
+    assert load_checkpoint(tracking.resolve_model("models:/alt/1", uri)).labels == LABELS[:2]  # now cached
+    shutil.rmtree(tmp_path / "artifacts")
+    (tmp_path / "mlflow.db").unlink()  # the store made again at the same URI (a rerun of `alt demo`), in a fresh
+    # process as a rerun is: its version 1 is another model
+    result = subprocess.run([sys.executable, "-c", REMADE_STORE, uri, str(tmp_path / "artifacts"),
+                             str(save_checkpoint(second, tmp_path / "b"))], capture_output=True, text=True,
+                            timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str(LABELS[2:])
 
 
 def test_serve_config_file_validates_against_rays_schema():
