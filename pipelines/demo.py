@@ -23,7 +23,7 @@ from pipelines.console import ensure_ray
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config, stop_app
+from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config, serve_until_ctrl_c, stop_app
 from pipelines.train import TrainJob
 from pipelines.tune import SearchOptions, tune_search
 
@@ -78,9 +78,8 @@ def run_demo(out: str | Path, videos_per_class: int = 6, seed: int = 0, port: in
         logger.info(f"demo: done in {summary['seconds']} s; summary {out / 'demo.json'}, MLflow {tracking_uri}")
         if keep_serving:
             logger.info(f"demo: serving at {url} (web page {url}/) until Ctrl-C")
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
+            serve_until_ctrl_c()
+    except KeyboardInterrupt:  # during the request, before serving on
         logger.info("serve: stopping")
     finally:
         stop_app()

@@ -104,12 +104,18 @@ def run_server(config: ServeDeploySchema, token: str | None = None) -> None:
         model = model_summary(url, token)
         version = f" version {model['version']} ({model.get('alias') or 'pinned'})" if model.get("version") else ""
         logger.info(f"serve: {url} (API docs {url}/docs) serving {model['uri']}{version}; Ctrl-C stops")
+        serve_until_ctrl_c()
+    finally:
+        stop_app()
+
+
+def serve_until_ctrl_c() -> None:
+    """Keep the deployed application up until Ctrl-C; the caller takes it down."""
+    try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         logger.info("serve: stopping")
-    finally:
-        stop_app()
 
 
 def stop_app() -> None:
