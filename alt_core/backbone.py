@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from alt_core.config import CONFIG_DIR, BackboneSpec
+from alt_core.config import CONFIG_DIR, WEIGHTS_DIR, BackboneSpec
 from alt_core.errors import ALTError
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 ENTITY_TEMPLATES: tuple[str, ...] = ("{}", "a photo of {}.", "a video of {}.")
 
 

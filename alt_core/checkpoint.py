@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alt_core.backbone import load_backbone
-from alt_core.config import ALTConfig
+from alt_core.config import ALTConfig, BackboneSpec
 from alt_core.corpus import Entity, EntityCorpus
 from alt_core.errors import ALTError
 from alt_core.model import ALTModel
@@ -37,6 +37,7 @@ def save_checkpoint(model: ALTModel, directory: str | Path, provenance: dict | N
     config = {
         "format_version": FORMAT_VERSION,
         "model": model.config.to_dict(),
+        "backbone_id": model.backbone.spec.id,  # with its weights digest: new weights make it unloadable, not wrong
         "entities": [[e.unit, e.description, e.source, list(e.labels)] for e in model.entities],
         "provenance": provenance or {},
     }
@@ -65,6 +66,11 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     directory = Path(directory)
     raw = read_config(directory)
     config = ALTConfig.from_dict(raw["model"])
+    now = BackboneSpec(config.backbone, config.pretrained).id
+    if raw.get("backbone_id", now) != now:
+        raise CheckpointError(f"{directory} was trained on backbone {raw['backbone_id']}, whose weights are now "
+                              f"{now}: its adapter would read features it never saw; train it again (corpus and "
+                              "tokens too)")
     tensors = load_file(str(directory / "model.safetensors"))
     entities = [Entity(u, d, s, tuple(ls)) for u, d, s, ls in raw["entities"]]
     corpus = EntityCorpus(entities, tensors["entity_embeddings"], config.backbone, content_hash=config.corpus_hash)

@@ -8,6 +8,8 @@ written once. The tune stage sets `num_queries`, `depth` and `lr` through `datac
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +17,7 @@ from typing import Any, Literal
 from alt_core.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"  # the project's own backbone architectures, one JSON each
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # their packaged weights, <name>.safetensors
 ADAPTERS = ("alt", "meanpool", "temporal")
 AdapterKind = Literal["alt", "meanpool", "temporal"]
 QUERY_KINDS = ("entities", "learned")
@@ -35,18 +38,53 @@ class BackboneSpec:
     name: str
     pretrained: str | None = None
 
+    def weights_file(self) -> Path | None:
+        """The local file the weights come from: the one given, or the packaged one; None for a tag or none."""
+        if self.pretrained:
+            path = Path(self.pretrained)
+            return path.resolve() if path.is_file() else None
+        packaged = WEIGHTS_DIR / f"{self.name}.safetensors"
+        return packaged if packaged.is_file() else None
+
     @property
     def id(self) -> str:
-        """`name:weights` (a weights file by its absolute path, so two spellings of one file agree)."""
-        weights = self.pretrained
-        if weights and Path(weights).is_file():
-            weights = str(Path(weights).resolve())
-        return f"{self.name}:{weights or 'default'}"
+        """`name:weights@digest`: a weights file by its absolute path and the start of its sha256, so two
+        spellings of one file agree and changed weights (a new packaged release, a retrained file) never
+        reuse a corpus, token cache or checkpoint made with the old ones."""
+        path, digest = self.weights_file(), self.digest()
+        weights = str(path) if self.pretrained and path else self.pretrained
+        return f"{self.name}:{weights or 'default'}" + (f"@{digest}" if digest else "")
+
+    def digest(self) -> str | None:
+        """The start of the weights file's sha256 (None for a tag or random init)."""
+        path = self.weights_file()
+        return _file_digest(str(path), *_stat(path)) if path else None
 
     @classmethod
     def parse(cls, backbone_id: str) -> BackboneSpec:
         name, _, weights = backbone_id.partition(":")
+        head, at, digest = weights.rpartition("@")
+        if at and len(digest) == DIGEST_CHARS and all(c in "0123456789abcdef" for c in digest):
+            weights = head
         return cls(name, None if weights in ("", "default") else weights)
+
+
+DIGEST_CHARS = 12
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=32)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 prefix of a file, cached per (path, size, mtime): hashing a large checkpoint once per process."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:DIGEST_CHARS]
 
 
 def builtin_architectures() -> list[str]:
@@ -180,6 +218,8 @@ class PretrainConfig(Settings):
     batch_size: int = setting(256, "generated still scenes per step")
     clip_batch_size: int = setting(48, "generated clips with motion captions per step (0: still images only)")
     clip_frames: int = setting(8, "frames per pretraining clip (TSN-sampled of 16, as the decode stage samples)")
+    still_weight: float = setting(1.0, "weight of the still-image terms (contrast, entity, region) against the clip "
+                                       "terms: raise it to hold the still-image probe while motion is learned")
     init: str = setting("", "weights to start from: empty for random init, 'packaged' for the shipped weights of "
                             "ARCH, or a .safetensors file")
     lr: float = setting(1e-3, "peak learning rate (warmup, then cosine decay)")
@@ -192,5 +232,6 @@ class PretrainConfig(Settings):
     def __post_init__(self) -> None:
         _check(self.arch in builtin_architectures(),
                f"pretraining supports the project's own architectures {builtin_architectures()}, not {self.arch!r}")
-        _check(min(self.steps, self.batch_size, self.clip_frames) >= 1 and self.clip_batch_size >= 0 and self.lr > 0,
-               "steps, batch_size and clip_frames must be >= 1, clip_batch_size >= 0, lr > 0")
+        _check(min(self.steps, self.batch_size, self.clip_frames) >= 1 and self.clip_batch_size >= 0 and self.lr > 0
+               and self.still_weight > 0,
+               "steps, batch_size and clip_frames must be >= 1, clip_batch_size >= 0, lr > 0, still_weight > 0")

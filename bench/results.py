@@ -26,7 +26,6 @@ Usage: python bench/results.py [--data-seeds 2] [--train-seeds 3] [--render-only
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import statistics
@@ -39,10 +38,9 @@ import pyarrow.dataset as pads
 from machine import report, torch_machine  # bench/ is the script's directory
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
-from alt_core.backbone import WEIGHTS_DIR
 from alt_core.checkpoint import load_checkpoint
 from alt_core.clips import clip_batches, existing_shards, read_format
-from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
+from alt_core.config import ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
 from alt_core.manifest import read_labels
 from alt_core.synthetic.grounding import explanation_precision
 from alt_core.synthetic.synth import generate_synth_actions
@@ -61,12 +59,14 @@ NAMES = {"alt": "ALT", "alt-learned": "ALT, learned queries (ablation)", "tempor
          "meanpool": "zero-shot CLIP (no training)", "alt-unfrozen": "ALT, last image block trained (pixels)"}
 SHOTS = (2, 4, 8)
 FEW_SHOT_STEPS, FEW_SHOT_EPOCHS = 300, 5  # one step budget whatever K; validation (best epoch) every 60 steps
+
+
+def weights_digest() -> str | None:
+    """The shipped alt-tiny's weights, as corpora, token caches and checkpoints name them."""
+    return BackboneSpec("alt-tiny").digest()
+
+
 GOALS = {"supervised": 0.90, "zero_shot": 0.85, "gzsl_hm": 0.70, "shots4": 0.60, "explanation_precision": 0.90}
-
-
-def weights_digest() -> str:
-    weights = WEIGHTS_DIR / "alt-tiny.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
 
 
 def prepare(out: Path, data_seed: int, videos_per_class: int, train_clips: int, pixels: bool = False) -> dict:

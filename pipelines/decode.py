@@ -195,7 +195,8 @@ def decode_manifest(manifest: str | Path, out: str | Path, spec: DecodeSpec = De
     shard_size = shard_size or (_previous_params(out) or {}).get("shard_size") or default_shard_size(len(rows),
                                                                                                      workers)
     rows_hash = hashlib.sha1(json.dumps([asdict(r) for r in rows]).encode()).hexdigest()[:16]
-    params = {**spec.identity(), "manifest": str(manifest), "rows_hash": rows_hash, "shard_size": shard_size}
+    params = {**spec.identity(), "backbone_id": fmt.backbone, "manifest": str(manifest), "rows_hash": rows_hash,
+              "shard_size": shard_size}
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, params)
     (out / SUMMARY_FILE).write_text(json.dumps({"status": "running", "params": params}, indent=1) + "\n")

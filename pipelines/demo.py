@@ -44,7 +44,8 @@ def run_demo(out: str | Path, videos_per_class: int = 6, seed: int = 0, port: in
              keep_serving: bool = False) -> dict:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "tune", ignore_errors=True)  # a demo searches afresh (and its registry with it)
+    for stage in ("clips", "tune"):  # a demo decodes and searches afresh (a new alt-tiny must not meet old
+        shutil.rmtree(out / stage, ignore_errors=True)  # tokens), and makes its registry anew
     start = time.time()
     data = out / "synth"
     synth = generate_synth_actions(data, seed=seed, classes=demo_classes(), videos_per_class=videos_per_class,

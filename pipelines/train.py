@@ -91,13 +91,17 @@ def model_config(job: TrainJob, fmt: ClipFormat, corpus: EntityCorpus) -> ALTCon
     config = replace(job.model, num_frames=fmt.shape[0], corpus_hash=corpus.content_hash)
     if fmt.kind == "tokens":
         spec = BackboneSpec.parse(fmt.backbone)
+        if spec.id != fmt.backbone:
+            raise ClipDataError(f"the tokens in {job.data} were cached with backbone {fmt.backbone}, whose weights "
+                                f"are now {spec.id}; decode the videos again with --cache-tokens")
         config = replace(config, backbone=spec.name, pretrained=spec.pretrained, tome_r=fmt.tome_r)
         if config.unfreeze_last_blocks:
             raise ClipDataError("unfreeze_last_blocks trains the image tower, which cached tokens skip; "
                                 "decode frames (without --cache-tokens) to train it")
-    if BackboneSpec.parse(corpus.backbone).id != BackboneSpec(config.backbone, config.pretrained).id:
+    current = BackboneSpec(config.backbone, config.pretrained).id  # ids carry the weights' digest
+    if corpus.backbone != current:
         raise CorpusError(f"corpus {job.corpus} was embedded with {corpus.backbone}, but training uses "
-                          f"{config.backbone} with weights {config.pretrained or 'default'}; rebuild the corpus "
+                          f"{current}; rebuild the corpus "
                           f"with --backbone {config.backbone}" + (f" --pretrained {config.pretrained}"
                                                                   if config.pretrained else ""))
     return config

@@ -8,8 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from alt_core.backbone import ENTITY_TEMPLATES, BackboneError
+from alt_core.config import BackboneSpec
 from alt_core.corpus import CorpusError, EntityCorpus, corpus_hash, gather_entities
 from pipelines.corpus import build_corpus_dataset
 from tests.helpers import LABELS
@@ -38,12 +40,14 @@ def test_build_skip_force_and_change(inputs, tmp_path: Path, micro_weights: str,
 
     entities = gather_entities(LABELS, sources)
     assert first["skipped"] is False and first["entities"] == len(entities)
-    assert first["content_hash"] == corpus_hash(entities, f"alt-micro:{micro_weights}", ENTITY_TEMPLATES)
+    backbone_id = BackboneSpec("alt-micro", micro_weights).id
+    assert backbone_id.startswith(f"alt-micro:{micro_weights}@")  # the weights' digest is part of the id
+    assert first["content_hash"] == corpus_hash(entities, backbone_id, ENTITY_TEMPLATES)
     table = pq.read_table(out)
     assert table.column_names == ["unit", "description", "source", "labels", "embedding"]
     meta = table.schema.metadata
     assert meta[b"content_hash"].decode() == first["content_hash"]
-    assert meta[b"backbone"].decode() == f"alt-micro:{micro_weights}"
+    assert meta[b"backbone"].decode() == backbone_id
     assert json.loads(meta[b"templates"]) == list(ENTITY_TEMPLATES)
 
     corpus = EntityCorpus.load(out)
@@ -92,3 +96,20 @@ def test_bad_backbone_fails_in_the_driver_with_the_loaders_message(tmp_path: Pat
         build_corpus_dataset(None, ["builtin"], "alt-nope", None, tmp_path / "c.parquet")
     with pytest.raises(BackboneError, match="does not exist"):
         build_corpus_dataset(None, ["builtin"], "alt-micro", str(tmp_path / "none.safetensors"), tmp_path / "c.parquet")
+
+
+def test_new_weights_under_the_same_path_rebuild_the_corpus(inputs, tmp_path: Path, micro_backbone) -> None:
+    """A retrained (or newly shipped) weights file keeps its name; the corpus must not be skipped as up to date."""
+    labels, _ = inputs
+    weights = tmp_path / "w.safetensors"
+    save_file(micro_backbone.clip.state_dict(), str(weights))
+    args = dict(labels_file=labels, sources=["labels"], backbone="alt-micro", pretrained=str(weights),
+                out=tmp_path / "corpus.parquet")
+    first = build_corpus_dataset(**args)
+    assert build_corpus_dataset(**args)["skipped"] is True
+    state = micro_backbone.clip.state_dict()
+    state["text_projection"] = state["text_projection"] * 2
+    save_file(state, str(weights))
+    again = build_corpus_dataset(**args)
+    assert again["skipped"] is False and again["content_hash"] != first["content_hash"]
+    assert EntityCorpus.load(args["out"]).backbone == BackboneSpec("alt-micro", str(weights)).id

@@ -9,17 +9,20 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from safetensors.torch import save_file
 
+from alt_core.backbone import load_backbone
 from alt_core.checkpoint import load_checkpoint, read_config
-from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
-from alt_core.corpus import build_corpus
+from alt_core.clips import ClipDataError, ClipFormat
+from alt_core.config import ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
+from alt_core.corpus import CorpusError, build_corpus
 from alt_core.errors import ALTError
 from alt_core.manifest import read_manifest, video_id
 from alt_core.synthetic.synth import generate_synth_actions, split_classes
 from pipelines import tracking
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainJob, epoch_batches, train, training_datasets
+from pipelines.train import TrainJob, epoch_batches, model_config, train, training_datasets
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 SEEN = split_classes()[0][:4]
@@ -115,3 +118,22 @@ def test_existing_run_needs_resume_and_resume_continues_it(workspace):
     assert resumed["run_id"] == first["run_id"] and [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
     run = tracking.run_summary(resumed["tracking_uri"], resumed["run_id"])
     assert [int(v) for v in run["history"]["resumed_from_epoch"]] == [0, 2]  # epoch 3 ran on the restored state
+
+
+def test_tokens_or_corpus_of_other_weights_are_refused(workspace, tmp_path, micro_backbone):
+    """Tokens and corpus name the weights they were made with (by digest): once the weights file changes,
+    training on them fails with what to redo, instead of reading stale features."""
+    weights = tmp_path / "w.safetensors"
+    save_file(micro_backbone.clip.state_dict(), str(weights))
+    corpus = build_corpus(load_backbone("alt-micro", pretrained=str(weights)), SEEN, ["labels"])
+    fmt = ClipFormat("tokens", (4, 8, 32), BackboneSpec("alt-micro", str(weights)).id, 1)
+    stale = job(workspace, "tokens", tmp_path / "run")
+    assert model_config(stale, fmt, corpus).pretrained == str(weights.resolve())  # same weights: accepted
+    state = micro_backbone.clip.state_dict()
+    state["logit_scale"] = state["logit_scale"] + 1.0
+    save_file(state, str(weights))
+    with pytest.raises(ClipDataError, match="decode the videos again"):
+        model_config(stale, fmt, corpus)
+    fresh = replace(fmt, backbone=BackboneSpec("alt-micro", str(weights)).id)  # re-decoded, corpus not rebuilt
+    with pytest.raises(CorpusError, match="rebuild the corpus"):
+        model_config(stale, fresh, corpus)
