@@ -169,6 +169,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, budget_s: float | None = 
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         losses = pretrain_loss(backbone, encoder, batch, captions, templates)
+        losses["loss"] = cfg.still_weight * losses["loss"]
         if cfg.clip_batch_size:
             clips = render_clip_batch(rng, cfg.clip_batch_size, cfg.clip_frames, backbone.image_size)
             clip_captions = [sample_clip_caption(rng, spec) for spec in clips.specs]
@@ -218,7 +219,8 @@ def export(out_dir: Path, backbone: Backbone, head: TemporalHead, cfg: PretrainC
     # The card reports the shipped (fp16) weights, re-loaded as a user would load them.
     card = {
         "arch": cfg.arch, "init": cfg.init or "random", "steps": meta["step"], "batch_size": cfg.batch_size,
-        "clip_batch_size": cfg.clip_batch_size, "clip_frames": cfg.clip_frames, "lr": cfg.lr, "seed": cfg.seed,
+        "clip_batch_size": cfg.clip_batch_size, "clip_frames": cfg.clip_frames, "lr": cfg.lr,
+        "still_weight": cfg.still_weight, "seed": cfg.seed,
         "train_seconds": round(meta["train_seconds"], 1), "device": _device_name(cfg.device),
         "weights_mb": round(sum(f.stat().st_size for f in out_dir.glob("*.safetensors")) / 2**20, 2),
         "probe": evaluate_backbone(str(weights), cfg.arch, cfg.device),
@@ -268,7 +270,7 @@ motion term + class-name term on the clips (`alt_core/synthetic/pretrain.py`).
 
 ## Training
 - init: {card['init']}; steps: {card['steps']} of {card['batch_size']} stills + {card['clip_batch_size']} clips of
-  {card['clip_frames']} frames, lr {card['lr']}, seed {card['seed']}
+  {card['clip_frames']} frames, lr {card['lr']}, still-image weight {card['still_weight']}, seed {card['seed']}
 - wall time: {card['train_seconds']} s on {card['device']} (this run only; a warm start adds its init's time)
 - final losses: {json.dumps({k: v for k, v in last.items() if k != 'step'})}
 - weights: fp16 safetensors (backbone + temporal head), {card['weights_mb']} MB
