@@ -79,3 +79,14 @@ def test_squares_and_diamonds_stay_distinguishable():
     angles = [o.angle for s in render_batch(rng, 200, 64, 8).scenes for o in s.objects
               if o.shape in ("square", "diamond")]
     assert angles and max(abs(a) for a in angles) <= 0.35  # never near 45 degrees, where they coincide
+
+
+def test_still_weight_scales_the_still_image_terms_against_the_clip_terms(tmp_path):
+    cfg = PretrainConfig(arch="alt-micro", steps=1, batch_size=8, clip_batch_size=2, warmup_steps=1,
+                         still_weight=3.0, save_every_s=1e9)
+    pretrain(tmp_path, cfg)
+    row = json.loads((tmp_path / "state" / "state.json").read_text())["meta"]["history"][-1]
+    still = row["contrast"] + row["entity"] + row["region"]
+    clips = row["clip_contrast"] + row["motion"] + row["class"]
+    assert row["loss"] == pytest.approx(3.0 * still + clips, abs=2e-3)
+    assert row["loss"] != pytest.approx(still + clips, abs=2e-3)
