@@ -18,6 +18,7 @@ from alt_core.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"  # the project's own backbone architectures, one JSON each
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # their packaged weights, <name>.safetensors
+DIGEST_CHARS = 12  # hex digits of sha256 that name a weights file in backbone ids
 ADAPTERS = ("alt", "meanpool", "temporal")
 AdapterKind = Literal["alt", "meanpool", "temporal"]
 QUERY_KINDS = ("entities", "learned")
@@ -56,7 +57,8 @@ class BackboneSpec:
         return f"{self.name}:{weights or 'default'}" + (f"@{digest}" if digest else "")
 
     def digest(self) -> str | None:
-        """The start of the weights file's sha256 (None for a tag or random init)."""
+        """The start of the weights file's sha256; None when no local file holds them (a hub tag, or an
+        architecture without packaged weights)."""
         path = self.weights_file()
         return _file_digest(str(path), *_stat(path)) if path else None
 
@@ -67,9 +69,6 @@ class BackboneSpec:
         if at and len(digest) == DIGEST_CHARS and all(c in "0123456789abcdef" for c in digest):
             weights = head
         return cls(name, None if weights in ("", "default") else weights)
-
-
-DIGEST_CHARS = 12
 
 
 def _stat(path: Path) -> tuple[int, int]:

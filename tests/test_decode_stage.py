@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from alt_core.clips import frames_from_bytes, read_format, read_quarantine, shard_paths, tokens_from_bytes
-from alt_core.config import DecodeSpec
+from alt_core.config import BackboneSpec, DecodeSpec
 from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import video_id
 from alt_core.synthetic.synth import all_classes, generate_synth_actions
@@ -179,7 +180,7 @@ def test_cached_tokens_give_the_logits_of_decoded_frames(dataset: Path, frames_r
     fmt = read_format(tmp_path / "tokens")
     regions = 16 - 2 * 1  # 4x4 patches, 2 blocks merging r=1 each
     assert (fmt.kind, fmt.shape, fmt.tome_r) == ("tokens", (FRAMES, 1 + regions, 32), 1)
-    assert fmt.backbone == f"alt-micro:{micro_weights}"
+    assert fmt.backbone == BackboneSpec("alt-micro", micro_weights).id  # names the weights by digest
 
     token_rows = {(r["video_id"], r["view"]): r for r in read_rows(tmp_path / "tokens")}
     frame_rows = {(r["video_id"], r["view"]): r for r in read_rows(frames_out)}
@@ -195,6 +196,22 @@ def test_cached_tokens_give_the_logits_of_decoded_frames(dataset: Path, frames_r
     # float16 keeps 11 bits (~5e-4 relative per value): cosines move by < 1e-3, logits by < 1e-3 x scale
     torch.testing.assert_close(from_tokens.logits, from_pixels.logits, atol=1e-3 * scale, rtol=0)
     assert torch.equal(from_tokens.alignment.query_index, from_pixels.alignment.query_index)
+
+
+def test_resuming_tokens_of_other_weights_is_refused(dataset: Path, micro_backbone, tmp_path: Path) -> None:
+    """Shards of tokens name the weights they came from: a retrained file at the same path must not resume
+    into them (half the shards would hold features of other weights)."""
+    weights = tmp_path / "w.safetensors"
+    save_file(micro_backbone.clip.state_dict(), str(weights))
+    spec = replace(SPEC, cache_tokens=True, backbone="alt-micro", pretrained=str(weights), tome_r=1)
+    kwargs = dict(shard_size=5, workers=1, splits=["test"])
+    decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", spec, **kwargs)
+    assert decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", spec, **kwargs)["shards_written"] == 0
+    state = micro_backbone.clip.state_dict()
+    state["logit_scale"] = state["logit_scale"] + 1.0
+    save_file(state, str(weights))
+    with pytest.raises(ALTError, match="other inputs or parameters"):
+        decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", spec, **kwargs)
 
 
 @pytest.mark.parametrize("overrides, message", [
