@@ -3,6 +3,7 @@
 import socket
 
 import torch
+from safetensors.torch import save_file
 
 from alt_core.config import ALTConfig
 from alt_core.model import ALTModel
@@ -29,3 +30,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_weights(path, backbone, retrained: bool = False) -> str:
+    """Save a backbone's weights to `path`; `retrained` writes other weights (a changed logit scale) under the
+    same name, as a new release or a retrained file would."""
+    state = backbone.clip.state_dict()
+    if retrained:
+        state["logit_scale"] = state["logit_scale"] + 1.0
+    save_file(state, str(path))
+    return str(path)

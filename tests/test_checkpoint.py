@@ -2,12 +2,12 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from alt_core.backbone import load_backbone
 from alt_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from alt_core.config import BackboneSpec
-from tests.helpers import make_model, random_clip
+from tests.helpers import make_model, random_clip, write_weights
 
 
 def test_round_trip_is_bit_exact(tmp_path, micro_backbone, micro_corpus):
@@ -46,26 +46,22 @@ def test_changed_backbone_weights_make_a_checkpoint_unloadable(tmp_path, micro_b
     """A checkpoint names its backbone's weights by digest: retrained or newly shipped weights under the
     same file name must fail to load, not silently feed the adapter features it never saw."""
     weights = tmp_path / "w.safetensors"
-    save_file(micro_backbone.clip.state_dict(), str(weights))
+    write_weights(weights, micro_backbone)
     backbone = load_backbone("alt-micro", pretrained=str(weights))
     model = make_model(backbone, micro_corpus)
     save_checkpoint(model, tmp_path / "ckpt")
     assert load_checkpoint(tmp_path / "ckpt").backbone.spec.id == backbone.spec.id
-    state = micro_backbone.clip.state_dict()
-    state["logit_scale"] = state["logit_scale"] + 1.0
-    save_file(state, str(weights))  # same path, other weights
+    write_weights(weights, micro_backbone, retrained=True)
     with pytest.raises(CheckpointError, match="whose weights are now"):
         load_checkpoint(tmp_path / "ckpt")
 
 
 def test_backbone_id_names_the_weights_by_digest_and_parses_back(tmp_path, micro_backbone):
     weights = tmp_path / "w.safetensors"
-    save_file(micro_backbone.clip.state_dict(), str(weights))
+    write_weights(weights, micro_backbone)
     spec = BackboneSpec("alt-micro", str(weights))
     before = spec.id
     assert before.endswith(f"@{spec.digest()}") and BackboneSpec.parse(before) == spec
-    state = micro_backbone.clip.state_dict()
-    state["logit_scale"] = state["logit_scale"] + 1.0
-    save_file(state, str(weights))
+    write_weights(weights, micro_backbone, retrained=True)
     assert spec.id != before and BackboneSpec.parse(spec.id) == spec
     assert BackboneSpec("ViT-B-16", "openai").id == "ViT-B-16:openai"  # a hub tag: no file to digest

@@ -8,13 +8,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from alt_core.backbone import ENTITY_TEMPLATES, BackboneError
 from alt_core.config import BackboneSpec
 from alt_core.corpus import CorpusError, EntityCorpus, corpus_hash, gather_entities
 from pipelines.corpus import build_corpus_dataset
-from tests.helpers import LABELS
+from tests.helpers import LABELS, write_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -102,14 +101,12 @@ def test_new_weights_under_the_same_path_rebuild_the_corpus(inputs, tmp_path: Pa
     """A retrained (or newly shipped) weights file keeps its name; the corpus must not be skipped as up to date."""
     labels, _ = inputs
     weights = tmp_path / "w.safetensors"
-    save_file(micro_backbone.clip.state_dict(), str(weights))
+    write_weights(weights, micro_backbone)
     args = dict(labels_file=labels, sources=["labels"], backbone="alt-micro", pretrained=str(weights),
                 out=tmp_path / "corpus.parquet")
     first = build_corpus_dataset(**args)
     assert build_corpus_dataset(**args)["skipped"] is True
-    state = micro_backbone.clip.state_dict()
-    state["text_projection"] = state["text_projection"] * 2
-    save_file(state, str(weights))
+    write_weights(weights, micro_backbone, retrained=True)
     again = build_corpus_dataset(**args)
     assert again["skipped"] is False and again["content_hash"] != first["content_hash"]
     assert EntityCorpus.load(args["out"]).backbone == BackboneSpec("alt-micro", str(weights)).id

@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from alt_core.clips import frames_from_bytes, read_format, read_quarantine, shard_paths, tokens_from_bytes
 from alt_core.config import BackboneSpec, DecodeSpec
@@ -25,7 +24,7 @@ from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import video_id
 from alt_core.synthetic.synth import all_classes, generate_synth_actions
 from pipelines.decode import decode_manifest
-from tests.helpers import make_model
+from tests.helpers import make_model, write_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -202,14 +201,12 @@ def test_resuming_tokens_of_other_weights_is_refused(dataset: Path, micro_backbo
     """Shards of tokens name the weights they came from: a retrained file at the same path must not resume
     into them (half the shards would hold features of other weights)."""
     weights = tmp_path / "w.safetensors"
-    save_file(micro_backbone.clip.state_dict(), str(weights))
+    write_weights(weights, micro_backbone)
     spec = replace(SPEC, cache_tokens=True, backbone="alt-micro", pretrained=str(weights), tome_r=1)
     kwargs = dict(shard_size=5, workers=1, splits=["test"])
     decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", spec, **kwargs)
     assert decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", spec, **kwargs)["shards_written"] == 0
-    state = micro_backbone.clip.state_dict()
-    state["logit_scale"] = state["logit_scale"] + 1.0
-    save_file(state, str(weights))
+    write_weights(weights, micro_backbone, retrained=True)
     with pytest.raises(ALTError, match="other inputs or parameters"):
         decode_manifest(dataset / "with_bad.csv", tmp_path / "tokens", spec, **kwargs)
 

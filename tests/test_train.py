@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-from safetensors.torch import save_file
 
 from alt_core.backbone import load_backbone
 from alt_core.checkpoint import load_checkpoint, read_config
@@ -23,6 +22,7 @@ from pipelines import tracking
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
 from pipelines.train import TrainJob, epoch_batches, model_config, train, training_datasets
+from tests.helpers import write_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 SEEN = split_classes()[0][:4]
@@ -124,14 +124,12 @@ def test_tokens_or_corpus_of_other_weights_are_refused(workspace, tmp_path, micr
     """Tokens and corpus name the weights they were made with (by digest): once the weights file changes,
     training on them fails with what to redo, instead of reading stale features."""
     weights = tmp_path / "w.safetensors"
-    save_file(micro_backbone.clip.state_dict(), str(weights))
+    write_weights(weights, micro_backbone)
     corpus = build_corpus(load_backbone("alt-micro", pretrained=str(weights)), SEEN, ["labels"])
     fmt = ClipFormat("tokens", (4, 8, 32), BackboneSpec("alt-micro", str(weights)).id, 1)
     stale = job(workspace, "tokens", tmp_path / "run")
     assert model_config(stale, fmt, corpus).pretrained == str(weights.resolve())  # same weights: accepted
-    state = micro_backbone.clip.state_dict()
-    state["logit_scale"] = state["logit_scale"] + 1.0
-    save_file(state, str(weights))
+    write_weights(weights, micro_backbone, retrained=True)
     with pytest.raises(ClipDataError, match="decode the videos again"):
         model_config(stale, fmt, corpus)
     fresh = replace(fmt, backbone=BackboneSpec("alt-micro", str(weights)).id)  # re-decoded, corpus not rebuilt
