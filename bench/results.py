@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -135,23 +136,25 @@ def harmonic(a: float, b: float) -> float:
 def run_one(prep: dict, method: str, seed: int, shots: int | None, epochs: int, few_shot_steps: int = FEW_SHOT_STEPS,
             data: str = "tokens", unfreeze: int = 0, per_class: int | None = None) -> dict:
     """Train one run (the CLI's settings, plus the method's overrides) and score it; the row is kept in
-    results/runs/, so a rerun reuses finished runs unless the backbone weights changed. `per_class`: train on
-    that many videos per class of the train split, with the full schedule (the videos-per-class sweep)."""
+    results/runs/, so a rerun reuses finished runs unless the backbone weights, epochs or steps changed.
+    `per_class`: train on that many videos per class of the train split, with the full schedule (the
+    videos-per-class sweep)."""
     name = (f"{method}-data{prep['seed']}-seed{seed}" + (f"-shots{shots}" if shots else "")
             + (f"-train{per_class}" if per_class else ""))
-    row_file = RESULTS / "runs" / f"{name}.json"
-    if row_file.exists():
-        row = json.loads(row_file.read_text())
-        if row["weights"] == weights_digest():
-            return row
-    start = time.time()
     schedule = TrainConfig(seed=seed, epochs=epochs)
     if shots:
         schedule = replace(schedule, shots_file=str(prep["data"] / f"fewshot_{shots}.csv"), steps=few_shot_steps,
                            epochs=FEW_SHOT_EPOCHS)
     if per_class:
         schedule = replace(schedule, shots=per_class)
+    row_file = RESULTS / "runs" / f"{name}.json"
     run_dir = prep["root"] / "runs" / name
+    if row_file.exists():
+        row = json.loads(row_file.read_text())
+        if (row["weights"], row["epochs"], row["steps"]) == (weights_digest(), schedule.epochs, schedule.steps):
+            return row
+        shutil.rmtree(run_dir, ignore_errors=True)  # trained with other settings: start afresh, never resume it
+    start = time.time()
     summary = train(TrainJob(data=str(prep["root"] / data), corpus=str(prep["root"] / "corpus.parquet"),
                              out=str(run_dir), labels=str(prep["data"] / "labels_seen.txt"), run_name=name,
                              model=ALTConfig(**METHODS.get(method, {}), unfreeze_last_blocks=unfreeze),
@@ -478,8 +481,9 @@ def main() -> None:
     parser.add_argument("--few-shot-data-seeds", type=int, default=2, help="run few-shot on the first N data seeds")
     parser.add_argument("--unfrozen-seeds", type=int, default=1,
                         help="training seeds of ALT with the last image block trained from pixels (data seed 0)")
-    parser.add_argument("--unfrozen-epochs", type=int, default=4,
-                        help="epochs of those runs (from pixels an epoch costs ~4x one from tokens on 2 CPUs)")
+    parser.add_argument("--unfrozen-epochs", type=int, default=None,
+                        help="epochs of those runs (default: --epochs, as the frozen runs; from pixels an epoch "
+                             "costs ~4x one from tokens on 2 CPUs)")
     parser.add_argument("--videos-sweep", type=lambda text: [int(k) for k in text.split(",") if k], default=[8, 16],
                         help="also train ALT on these videos per class of data seed 0's train split (comma list; "
                              "empty: none) to show on validation whether the full split is enough")
@@ -505,8 +509,9 @@ def main() -> None:
                         run_one(prep, method, seed, shots, args.epochs, args.few_shot_steps)
         for per_class in args.videos_sweep:
             run_one(preps[0], "alt", 0, None, args.epochs, per_class=per_class)
+        unfrozen_epochs = args.unfrozen_epochs or args.epochs
         for seed in range(args.unfrozen_seeds):
-            run_one(preps[0], "alt-unfrozen", seed, None, args.unfrozen_epochs, data="pixels", unfreeze=1)
+            run_one(preps[0], "alt-unfrozen", seed, None, unfrozen_epochs, data="pixels", unfreeze=1)
         meta = collect_meta(preps, args, throughput(preps[0]), prepare_seconds)
         meta_file.write_text(json.dumps(meta, indent=1) + "\n")
     meta = json.loads(meta_file.read_text())
