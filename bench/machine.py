@@ -14,12 +14,13 @@ def cpu_model() -> str:
         return platform.processor() or "unknown cpu"
 
 
-def torch_machine() -> str:
-    """OS, CPUs and torch threads, or the GPU: what a training or inference figure ran on."""
+def torch_machine(device: str | None = None) -> str:
+    """OS, CPUs and torch threads, or the GPU: what a training or inference figure ran on (`device`: the one
+    it ran on; default the GPU when there is one)."""
     import torch  # here, not at module import: the decode and synth benchmarks never need it
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), no GPU")
 

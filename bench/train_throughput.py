@@ -6,7 +6,10 @@ The FLOP counter gives the ceiling: a step from pixels runs the frozen tower for
 part's forward and backward (~3x its forward); a step from tokens runs only the latter, so
 ratio <= (backbone + 3 x trainable) / (3 x trainable). A tiny tower has a low ceiling; a real one a high one.
 
+On a GPU (`--device cuda`) the step runs under bf16 autocast, as `alt train` runs it there.
+
 Usage: python bench/train_throughput.py [--backbone alt-tiny] [--size 64] [--tome-r 8] [--batch 32] [--steps 8]
+       [--device cpu|cuda] [--out results/throughput_gpu.json]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from machine import torch_machine  # bench/ is the script's directory
@@ -40,30 +44,41 @@ def synth_pixels(labels: list[str], batch: int, frames: int, size: int) -> tuple
 def steps_per_second(model: ALTModel, inputs: dict, targets: torch.Tensor, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
+    device = targets.device
 
     def step() -> None:
-        loss = model.loss(model(**inputs), targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model.loss(model(**inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     step()  # warm-up: allocator and kernel selection
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize(device)
     return steps / (time.perf_counter() - start)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so the clock measures it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure(backbone_name: str = "alt-tiny", size: int | None = None, tome_r: int = 8, frames: int = 8,
-            batch: int = 32, steps: int = 8, width: int = 128, seed: int = 0) -> dict:
+            batch: int = 32, steps: int = 8, width: int = 128, seed: int = 0, device: str = "cpu") -> dict:
     """clips/s of ALT training steps from pixels and from the same clips' cached tokens."""
     torch.manual_seed(seed)
     backbone = load_backbone(backbone_name)  # open_clip names: random init; weights don't change speed
     labels, _ = split_classes()
     config = ALTConfig(backbone=backbone_name, tome_r=tome_r, num_frames=frames, width=width, heads=4)
-    model = ALTModel(config, backbone, build_corpus(backbone, labels, ("builtin", "labels")), labels)
+    model = ALTModel(config, backbone, build_corpus(backbone, labels, ("builtin", "labels")), labels).to(device)
     size = size or backbone.image_size
     pixels, targets = synth_pixels(labels, batch, frames, size)
+    pixels, targets = pixels.to(device), targets.to(device)
     with torch.no_grad():
         cached = model.encode_frames(pixels)
     tokens = FrameTokens(cached.frame.half().float(), cached.regions.half().float(), cached.sizes)  # as stored
@@ -77,7 +92,7 @@ def measure(backbone_name: str = "alt-tiny", size: int | None = None, tome_r: in
             "frames": frames, "batch": batch, "steps": steps, "adapter_width": width,
             "pixels_clips_per_s": rate["pixels"], "tokens_clips_per_s": rate["tokens"],
             "ratio": rate["tokens"] / rate["pixels"], "flop_ceiling": (frozen + trainable) / trainable,
-            "machine": torch_machine()}
+            "machine": torch_machine(device)}
 
 
 def main() -> None:
@@ -88,8 +103,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast, as `alt train` on a GPU)")
+    parser.add_argument("--out", default=None, help="also append the result to this JSON list (e.g. "
+                                                   "results/throughput_gpu.json, which RESULTS.md renders)")
     args = parser.parse_args()
-    print(json.dumps(measure(args.backbone, args.size, args.tome_r, args.frames, args.batch, args.steps), indent=1))
+    result = measure(args.backbone, args.size, args.tome_r, args.frames, args.batch, args.steps, device=args.device)
+    print(json.dumps(result, indent=1))
+    if args.out:
+        out = Path(args.out)
+        rows = json.loads(out.read_text()) if out.exists() else []
+        out.write_text(json.dumps(rows + [result], indent=1) + "\n")
 
 
 if __name__ == "__main__":
