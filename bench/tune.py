@@ -24,7 +24,7 @@ from pipelines.console import ensure_ray, setup_logging
 from pipelines.evaluate import evaluate
 from pipelines.train import TrainJob
 from pipelines.tune import SearchOptions, tune_search
-from results import RESULTS, ROOT, prepare
+from results import RESULTS, ROOT, prepare, weights_digest
 
 SPACE = ROOT / "tune_spaces" / "tiny.yaml"
 
@@ -60,7 +60,8 @@ def main() -> None:
                "val_gap_points": 100 * (grid["best_val_top1"] - asha["best_val_top1"])}
     verdict["met"] = verdict["epochs_fraction"] <= 0.5 and verdict["val_gap_points"] <= 1.0
     summary = {"space": str(SPACE.relative_to(ROOT)), "concurrent": args.concurrent, "machine": torch_machine(),
-              "data": f"SynthActions seed 0, {prep['synth']['splits']} videos, alt-tiny tokens", "rows": rows,
+              "data": f"SynthActions seed 0, {prep['synth']['splits']} videos, alt-tiny tokens (weights sha256 "
+                       f"{weights_digest()})", "rows": rows,
               "verdict": verdict}
     (RESULTS / "tune_bench.json").write_text(json.dumps(summary, indent=1) + "\n")
     report(f"machine: {summary['machine']} | data: {summary['data']} | space {summary['space']}, "
