@@ -374,9 +374,9 @@ def videos_sweep(rows: list[dict], meta: dict) -> list[str]:
 def error_breakdown(meta: dict) -> list[str]:
     """Wrong shape or wrong motion (results/errors.json, written by bench/errors.py for these weights)."""
     path = RESULTS / "errors.json"
-    if not path.is_file() or json.loads(path.read_text())["weights"] != meta["weights"]:
+    errors = json.loads(path.read_text()) if path.is_file() else None
+    if errors is None or errors["weights"] != meta["weights"]:
         return []
-    errors = json.loads(path.read_text())
     pairs = next(iter(errors["methods"].values()))["pair_motion_videos"]
     lines = ["## Where the supervised errors are (`python bench/errors.py`)", "",
              f"{errors['data']}; the supervised checkpoints of training seed 0. A class is a shape and a motion: the "
@@ -431,8 +431,8 @@ def gpu_throughput_section() -> list[str]:
         lines.append(f"| {row['backbone']} | {row['image_size']}px | {row['batch']} | "
                      f"{row['pixels_clips_per_s']:.0f} | {row['tokens_clips_per_s']:.0f} | "
                      f"**{row['ratio']:.1f}x** | {row['flop_ceiling']:.1f}x |")
-    real = sorted((r for r in rows if r["flop_ceiling"] == max(x["flop_ceiling"] for x in rows)),
-                  key=lambda r: r["batch"])
+    ceiling = max(r["flop_ceiling"] for r in rows)
+    real = sorted((r for r in rows if r["flop_ceiling"] == ceiling), key=lambda r: r["batch"])
     small, large = real[0], real[-1]
     step_ms = [1000 * r["batch"] / r["tokens_clips_per_s"] for r in (small, large)]
     lines += ["", f"On the GPU the gain stays far below the FLOP ceiling. A {small['backbone']} step from tokens "
