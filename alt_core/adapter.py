@@ -1,10 +1,13 @@
 """Video adapters: ALT's entity-query decoder and the temporal-transformer baseline (docs/method.md, "Adapter").
 
-Both end in a zero-initialised projection added to the mean frame embedding, so an untrained
-adapter is exactly the CLIP mean-pool classifier and training starts from it.
+Both end in zero-initialised projections added to the mean frame embedding, so an untrained adapter is
+exactly the CLIP mean-pool classifier and training starts from it. ALT contains the baseline: its queries
+read the frames as the baseline's encoder leaves them, and the baseline's output is part of ALT's.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +20,8 @@ def mlp(d_in: int, d_out: int, hidden: int | None = None) -> nn.Sequential:
 
 
 class Attention(nn.Module):
-    """Multi-head attention (q from x, k/v from context) on PyTorch's fused kernel."""
+    """Multi-head attention (q from x, k/v from context) on PyTorch's fused kernel; `bias` is a bool mask
+    (False keys are not attended to) or an additive float bias, broadcastable to (B, H, Nq, Nk)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -26,14 +30,15 @@ class Attention(nn.Module):
         self.heads = heads
         self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, Nq, d), context (B, Nk, d), key_mask (B, Nk) bool: False keys are not attended to
+    def forward(self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, Nq, d), context (B, Nk, d)
         b, n, d = x.shape
         h = self.heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)  # (B, H, Nq, d/H)
         k, v = self.kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
-        mask = key_mask[:, None, None, :] if key_mask is not None else None  # (B, 1, 1, Nk)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Nq, d/H)
+        if bias is not None and bias.dtype != torch.bool:
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, Nq, d/H)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -48,13 +53,14 @@ class Block(nn.Module):
             self.norm_q, self.norm_kv, self.cross_attn = nn.LayerNorm(dim), nn.LayerNorm(dim), Attention(dim, heads)
         self.norm_ffn, self.ffn = nn.LayerNorm(dim), mlp(dim, dim, 4 * dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, N, d), context (B, Nk, d), mask (B, N) bool: tokens of x that others may attend to
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                cross_bias: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, N, d), context (B, Nk, d), mask (B, N) bool: tokens of x that others may attend to,
+        # cross_bias (B, H, N, Nk) added to the cross-attention logits
         h = self.norm_self(x)
-        x = x + self.self_attn(h, h, mask)
+        x = x + self.self_attn(h, h, mask[:, None, None, :] if mask is not None else None)
         if self.cross:
-            x = x + self.cross_attn(self.norm_q(x), self.norm_kv(context))
+            x = x + self.cross_attn(self.norm_q(x), self.norm_kv(context), cross_bias)
         return x + self.ffn(self.norm_ffn(x))
 
 
@@ -75,43 +81,11 @@ class AttentionPool(nn.Module):
         return (score.softmax(dim=1) * x).sum(1)  # (B, d)
 
 
-class ALTAdapter(nn.Module):
-    """Entity text embeddings as queries reading the video's frame and region tokens."""
+class TemporalEncoder(nn.Module):
+    """Self-attention across the frame embeddings: the temporal baseline's body, which ALT contains.
 
-    def __init__(self, embed_dim: int, width: int, depth: int, heads: int, max_frames: int):
-        super().__init__()
-        self.max_frames = max_frames
-        self.query_mlp = mlp(embed_dim, width)
-        self.query_score = nn.Linear(1, width)  # how strongly the entity was found
-        self.token_mlp = mlp(embed_dim, width)
-        self.temporal_pos = nn.Parameter(torch.zeros(max_frames, width))
-        self.temporal_conv = nn.Conv1d(width, width, kernel_size=3, padding=1, groups=width)
-        self.layers = nn.ModuleList(Block(width, heads, cross=True) for _ in range(depth))
-        self.pool = AttentionPool(width)
-        self.proj = nn.Linear(width, embed_dim)
-        nn.init.trunc_normal_(self.temporal_pos, std=0.02)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, entity_emb: torch.Tensor, entity_score: torch.Tensor, query_valid: torch.Tensor,
-                frame: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-        # entity_emb (B, Nq, D), entity_score (B, Nq), query_valid (B, Nq) bool, frame (B, T, D), regions (B, T, R, D)
-        t = frame.shape[1]
-        if t > self.max_frames:
-            raise ValueError(f"{t} frames exceed the adapter's max_frames={self.max_frames}")
-        queries = self.query_mlp(entity_emb) + self.query_score(entity_score[..., None])  # (B, Nq, d)
-        tokens = self.token_mlp(torch.cat([frame[:, :, None], regions], dim=2))  # (B, T, 1+R, d)
-        motion = self.temporal_conv(tokens[:, :, 0].transpose(1, 2)).transpose(1, 2)  # (B, T, d)
-        tokens = torch.cat([tokens[:, :, :1] + motion[:, :, None], tokens[:, :, 1:]], dim=2)
-        tokens = tokens + self.temporal_pos[:t, None]  # (B, T, 1+R, d)
-        context = tokens.flatten(1, 2)  # (B, T*(1+R), d)
-        for layer in self.layers:
-            queries = layer(queries, context, query_valid)
-        return self.proj(self.pool(queries, query_valid)) + frame.mean(1)  # (B, D)
-
-
-class TemporalAdapter(nn.Module):
-    """Baseline: a temporal transformer over frame embeddings, no entity queries."""
+    Returns the encoded frames (what ALT's queries read) and the zero-initialised projection of their
+    attention pool (the baseline's contribution to the video embedding)."""
 
     def __init__(self, embed_dim: int, width: int, depth: int, heads: int, max_frames: int):
         super().__init__()
@@ -125,15 +99,83 @@ class TemporalAdapter(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        # frame (B, T, D)
+    def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # frame (B, T, D) -> encoded frames (B, T, d), their pool projected (B, D)
         t = frame.shape[1]
         if t > self.max_frames:
             raise ValueError(f"{t} frames exceed the adapter's max_frames={self.max_frames}")
         x = self.inp(frame) + self.temporal_pos[:t]  # (B, T, d)
         for layer in self.layers:
             x = layer(x)
-        return self.proj(self.pool(x)) + frame.mean(1)
+        return x, self.proj(self.pool(x))
+
+
+class TemporalAdapter(nn.Module):
+    """Baseline: a temporal transformer over frame embeddings, no entity queries."""
+
+    def __init__(self, embed_dim: int, width: int, depth: int, heads: int, max_frames: int):
+        super().__init__()
+        self.encoder = TemporalEncoder(embed_dim, width, depth, heads, max_frames)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        # frame (B, T, D) -> (B, D)
+        return frame.mean(1) + self.encoder(frame)[1]
+
+
+class ALTAdapter(nn.Module):
+    """Entity queries reading the video: the encoded frames (the temporal baseline's body) and the regions.
+
+    z = mean frame embedding + the temporal encoder's pooled output (the baseline, whole) + the queries'
+    pooled output (zero-initialised): an untrained ALT adapter is the temporal baseline, and what the queries
+    add is learned on top (docs/method.md, "Adapter"). The alignment reaches the queries in up to three ways,
+    each a setting: `alignment_bias` (a query attends first to the regions that took its entity),
+    `query_trajectory` (when and where its entity was found, per frame, is part of the query) and
+    `region_positions` (each region token knows its centroid)."""
+
+    def __init__(self, embed_dim: int, width: int, depth: int, heads: int, max_frames: int,
+                 alignment_bias: bool = True, query_trajectory: bool = True, region_positions: bool = True):
+        super().__init__()
+        self.max_frames = max_frames
+        self.temporal = TemporalEncoder(embed_dim, width, depth, heads, max_frames)
+        self.query_in = nn.Linear(embed_dim, width)
+        self.query_score = nn.Linear(1, width)  # how strongly the entity was found
+        self.query_trajectory = nn.Linear(3 * max_frames, width) if query_trajectory else None
+        self.region_in = nn.Linear(embed_dim, width)
+        self.region_time = nn.Parameter(torch.zeros(max_frames, width))
+        self.region_position = mlp(2, width) if region_positions else None
+        # per head, in units of log(keys): at 1 a query's own regions outweigh all other keys together
+        self.own_region_bias = nn.Parameter(torch.ones(heads)) if alignment_bias else None
+        self.layers = nn.ModuleList(Block(width, heads, cross=True) for _ in range(depth))
+        self.pool = AttentionPool(width)
+        self.proj = nn.Linear(width, embed_dim)
+        nn.init.trunc_normal_(self.region_time, std=0.02)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, query_emb: torch.Tensor, query_score: torch.Tensor, query_valid: torch.Tensor,
+                frame: torch.Tensor, regions: torch.Tensor, positions: torch.Tensor,
+                trajectory: torch.Tensor | None = None, query_regions: torch.Tensor | None = None) -> torch.Tensor:
+        # query_emb (B, Nq, D), query_score (B, Nq), query_valid (B, Nq) bool, frame (B, T, D),
+        # regions (B, T, R, D), positions (B, T, R, 2); from the alignment (None for learned queries):
+        # trajectory (B, Nq, T, 3), query_regions (B, Nq, T, R) bool
+        t = regions.shape[1]
+        encoded, temporal_out = self.temporal(frame)  # (B, T, d), (B, D)
+        queries = self.query_in(query_emb) + self.query_score(query_score[..., None])  # (B, Nq, d)
+        if self.query_trajectory is not None and trajectory is not None:
+            padded = F.pad(trajectory, (0, 0, 0, self.max_frames - t))  # (B, Nq, max_frames, 3)
+            queries = queries + self.query_trajectory(padded.flatten(2))
+        tokens = self.region_in(regions) + self.region_time[:t, None]  # (B, T, R, d)
+        if self.region_position is not None:
+            tokens = tokens + self.region_position(positions)
+        context = torch.cat([encoded, tokens.flatten(1, 2)], dim=1)  # (B, T + T*R, d)
+        bias = None
+        if self.own_region_bias is not None and query_regions is not None:
+            own = F.pad(query_regions.flatten(2).float(), (t, 0))  # (B, Nq, T + T*R): frame keys are no one's
+            gate = self.own_region_bias * math.log(context.shape[1])  # (H,)
+            bias = own[:, None] * gate[None, :, None, None]  # (B, H, Nq, T + T*R)
+        for layer in self.layers:
+            queries = layer(queries, context, query_valid, bias)
+        return frame.mean(1) + temporal_out + self.proj(self.pool(queries, query_valid))  # (B, D)
 
 
 def cosine_logits(video: torch.Tensor, classes: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:

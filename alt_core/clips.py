@@ -4,8 +4,9 @@ subsets, data hash, batches for the model). Train, evaluate, tune and serve read
 A clips directory holds Parquet shards `shard-*.parquet`, one row per (video, view):
   video_id, path, label, split, view, and either
   frames: uint8 bytes of shape (T, H, W, 3), or
-  tokens: float16 bytes of shape (T, 1 + R, D) (CLS then regions, joint space) + sizes: float16 (T, R).
-The shapes and the producing backbone live in each shard's metadata, so rows stay plain bytes
+  tokens: float16 bytes of shape (T, 1 + R, D) (CLS then regions, joint space) + sizes: float16 (T, R)
+  + positions: float16 (T, R, 2), the regions' centroids (x, y) in [0, 1].
+The shapes, the producing backbone and the format version live in each shard's metadata, so rows stay plain bytes
 and any Parquet reader (Ray Data included) can stream them. `quarantine.parquet` beside the
 shards lists every input that failed, with path, stage and error.
 """
@@ -34,6 +35,10 @@ class ClipDataError(ALTError):
 
 QUARANTINE_FILE = "quarantine.parquet"
 CLIP_COLUMNS = ("video_id", "path", "label", "split", "view")
+PAYLOAD_COLUMNS = {"frames": ("frames",), "tokens": ("tokens", "sizes", "positions")}
+# 2: token shards carry region positions. Token shards of an older version are refused (they lack what the
+# adapter reads); frame shards of any version read the same.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -45,9 +50,14 @@ class ClipFormat:
     backbone: str | None = None
     tome_r: int = 0
 
+    @property
+    def payload(self) -> tuple[str, ...]:
+        """The columns that hold a row's frames or tokens."""
+        return PAYLOAD_COLUMNS[self.kind]
+
     def to_meta(self) -> dict[str, str]:
         return {"alt_clips": json.dumps({"kind": self.kind, "shape": list(self.shape), "backbone": self.backbone,
-                                         "tome_r": self.tome_r})}
+                                         "tome_r": self.tome_r, "version": FORMAT_VERSION})}
 
     @classmethod
     def from_schema(cls, schema: pa.Schema) -> ClipFormat:
@@ -55,15 +65,17 @@ class ClipFormat:
         if b"alt_clips" not in meta:
             raise ClipDataError("not an ALT clips shard: metadata 'alt_clips' is missing; write it with `alt decode`")
         raw = json.loads(meta[b"alt_clips"])
+        version = raw.get("version", 1)
+        if raw["kind"] == "tokens" and version < FORMAT_VERSION:
+            raise ClipDataError(f"these tokens were cached in clip format {version}, which has no region positions "
+                                f"(format {FORMAT_VERSION} has); decode the videos again with `alt decode "
+                                "--cache-tokens` into a new --out directory")
         return cls(raw["kind"], tuple(raw["shape"]), raw.get("backbone"), raw.get("tome_r", 0))
 
 
 def clip_schema(fmt: ClipFormat) -> pa.Schema:
     fields = [pa.field(c, pa.int32() if c == "view" else pa.string()) for c in CLIP_COLUMNS]
-    if fmt.kind == "frames":
-        fields.append(pa.field("frames", pa.binary()))
-    else:
-        fields += [pa.field("tokens", pa.binary()), pa.field("sizes", pa.binary())]
+    fields += [pa.field(c, pa.binary()) for c in fmt.payload]
     return pa.schema(fields, metadata=fmt.to_meta())
 
 
@@ -136,17 +148,25 @@ def frames_from_bytes(values: list[bytes], fmt: ClipFormat) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 1, 4, 2, 3).contiguous()
 
 
-def tokens_from_bytes(tokens: list[bytes], sizes: list[bytes], fmt: ClipFormat) -> FrameTokens:
+def tokens_from_columns(columns: dict, fmt: ClipFormat) -> FrameTokens:
+    """The token payload columns of some rows (lists of bytes) -> float32 `FrameTokens`."""
     t, n, d = fmt.shape
-    tok = torch.from_numpy(np.stack([np.frombuffer(v, dtype=np.float16).reshape(t, n, d) for v in tokens]))
-    siz = torch.from_numpy(np.stack([np.frombuffer(v, dtype=np.float16).reshape(t, n - 1) for v in sizes]))
-    return FrameTokens(frame=tok[:, :, 0].float(), regions=tok[:, :, 1:].float(), sizes=siz.float())
+
+    def stack(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.frombuffer(v, dtype=np.float16).reshape(shape)
+                                          for v in columns[name]])).float()
+
+    tok = stack("tokens", (t, n, d))
+    return FrameTokens(frame=tok[:, :, 0], regions=tok[:, :, 1:], sizes=stack("sizes", (t, n - 1)),
+                       positions=stack("positions", (t, n - 1, 2)))
 
 
-def tokens_to_arrays(tokens: FrameTokens, item: int) -> tuple[np.ndarray, np.ndarray]:
-    """One clip of `FrameTokens` -> float16 arrays (T, 1 + R, D) and (T, R) for a shard row."""
+def tokens_to_arrays(tokens: FrameTokens, item: int) -> dict[str, np.ndarray]:
+    """One clip of `FrameTokens` -> the float16 payload of a shard row: tokens (T, 1 + R, D), sizes (T, R),
+    positions (T, R, 2)."""
     joined = torch.cat([tokens.frame[item][:, None], tokens.regions[item]], dim=1)
-    return joined.half().cpu().numpy(), tokens.sizes[item].half().cpu().numpy()
+    return {"tokens": joined.half().cpu().numpy(), "sizes": tokens.sizes[item].half().cpu().numpy(),
+            "positions": tokens.positions[item].half().cpu().numpy()}
 
 
 def read_quarantine(directory: str | Path) -> list[dict]:
@@ -164,10 +184,7 @@ class ClipBatch:
     tokens: FrameTokens | None = None
 
     def to(self, device: torch.device | str) -> ClipBatch:
-        tokens = None
-        if self.tokens is not None:
-            t = self.tokens
-            tokens = FrameTokens(t.frame.to(device), t.regions.to(device), t.sizes.to(device))
+        tokens = self.tokens.to(device) if self.tokens is not None else None
         pixels = self.pixels.to(device) if self.pixels is not None else None
         return ClipBatch(self.targets.to(device), self.video_ids, pixels, tokens)
 
@@ -181,7 +198,7 @@ def to_clip_batch(columns: dict, fmt: ClipFormat, label_index: dict[str, int]) -
     ids = [str(v) for v in columns["video_id"]]
     if fmt.kind == "frames":
         return ClipBatch(targets, ids, pixels=frames_from_bytes(list(columns["frames"]), fmt))
-    return ClipBatch(targets, ids, tokens=tokens_from_bytes(list(columns["tokens"]), list(columns["sizes"]), fmt))
+    return ClipBatch(targets, ids, tokens=tokens_from_columns(columns, fmt))
 
 
 def clip_batches(batches: Iterator[dict], fmt: ClipFormat, label_index: dict[str, int]) -> Iterator[ClipBatch]:

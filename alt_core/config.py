@@ -128,6 +128,10 @@ class ALTConfig(Settings):
     max_frames: int = setting(32, "longest clip the temporal position embedding covers")
     similarity_temperature: float = setting(0.01, "temperature of the region-entity similarity")
     gumbel_tau: float = setting(1.0, "Gumbel-softmax temperature of the training-time assignment")
+    alignment_bias: bool = setting(True, "ALT: a query attends first to the regions that took its entity")
+    query_trajectory: bool = setting(True, "ALT: when and where a query's entity was found (per frame: share of "
+                                           "the frame, centroid) is part of the query")
+    region_positions: bool = setting(True, "ALT: region tokens carry their centroid")
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss")
     unfreeze_last_blocks: int = setting(0, "also train the image tower's last k blocks (needs pixel clips)")
     class_templates: tuple[str, ...] = setting(CLASS_TEMPLATES, "prompt templates of class names", cli=False)

@@ -50,7 +50,8 @@ class ALTModel(nn.Module):
         self.aligner = self.adapter = None
         self.learned_queries = None
         if config.adapter == "alt":
-            self.adapter = ALTAdapter(d, config.width, config.depth, config.heads, config.max_frames)
+            self.adapter = ALTAdapter(d, config.width, config.depth, config.heads, config.max_frames,
+                                      config.alignment_bias, config.query_trajectory, config.region_positions)
             if config.queries == "entities":
                 self.aligner = EntityAligner(config.num_queries, config.similarity_temperature, config.gumbel_tau)
             else:  # the ablation: same adapter and tokens, free query vectors on the unit sphere like entities
@@ -81,9 +82,7 @@ class ALTModel(nn.Module):
         trainable = any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
             out = self.encoder(x)
-        r = out.regions.shape[1]
-        return FrameTokens(out.frame.view(b, t, -1), out.regions.view(b, t, r, -1), out.sizes.view(b, t, r),
-                           out.patch_region.view(b, t, -1))
+        return FrameTokens.of_frames(out, b, t)
 
     def forward(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None) -> ALTOutput:
         """Logits from uint8 pixels (B, T, 3, H, W) or from cached `FrameTokens` (same result)."""
@@ -110,13 +109,14 @@ class ALTModel(nn.Module):
             b, n = frame.shape[0], self.config.num_queries
             query_emb = self.learned_queries.expand(b, -1, -1)  # (B, Nq, D)
             ones = torch.ones(b, n, device=frame.device)
-            video = self.adapter(query_emb, ones, ones.bool(), frame, tokens.regions.float())
+            video = self.adapter(query_emb, ones, ones.bool(), frame, tokens.regions.float(), tokens.positions.float())
         else:
             regions = tokens.regions.float()
-            alignment = self.aligner(regions, tokens.sizes.float(), self.entity_embeddings)
+            alignment = self.aligner(regions, tokens.sizes.float(), tokens.positions.float(), self.entity_embeddings)
             alignment.patch_region = tokens.patch_region
             query_emb = self.entity_embeddings[alignment.query_index]  # (B, Nq, D)
-            video = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions)
+            video = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions,
+                                 tokens.positions.float(), alignment.trajectory, alignment.query_regions)
         return video, alignment
 
     def forward_views(self, pixels: torch.Tensor) -> ALTOutput:

@@ -28,6 +28,7 @@ class RegionTokens:
     frame: torch.Tensor  # (B, D) the CLS token
     regions: torch.Tensor  # (B, R, D)
     sizes: torch.Tensor  # (B, R) patches covered by each region
+    positions: torch.Tensor  # (B, R, 2) centroid (x, y) of each region's patches, in [0, 1] of the image side
     patch_region: torch.Tensor  # (B, P) long: the region each patch was merged into (row-major patch grid)
 
 
@@ -39,7 +40,37 @@ class FrameTokens:
     frame: torch.Tensor  # (B, T, D)
     regions: torch.Tensor  # (B, T, R, D)
     sizes: torch.Tensor  # (B, T, R)
+    positions: torch.Tensor  # (B, T, R, 2) region centroids (x, y) in [0, 1]
     patch_region: torch.Tensor | None = None  # (B, T, P) from pixels; cached tokens do not keep it
+
+    @classmethod
+    def of_frames(cls, out: RegionTokens, clips: int, frames: int) -> FrameTokens:
+        """Regroup the tokens of clips x frames images (the encoder's output) by clip."""
+        def per_clip(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(clips, frames, *t.shape[1:])
+
+        return cls(per_clip(out.frame), per_clip(out.regions), per_clip(out.sizes), per_clip(out.positions),
+                   per_clip(out.patch_region))
+
+    def to(self, device: torch.device | str) -> FrameTokens:
+        return FrameTokens(*(None if t is None else t.to(device) for t in
+                             (self.frame, self.regions, self.sizes, self.positions, self.patch_region)))
+
+
+def region_centroids(patch_region: torch.Tensor, grid: tuple[int, int], num_regions: int) -> torch.Tensor:
+    """Where each region is: the mean (x, y) of the patch centres it holds, in [0, 1] of the image side.
+
+    patch_region (B, P) long, row-major over a grid of (rows, cols) patches -> (B, R, 2)."""
+    rows, cols = grid
+    y, x = torch.meshgrid((torch.arange(rows, device=patch_region.device) + 0.5) / rows,
+                          (torch.arange(cols, device=patch_region.device) + 0.5) / cols, indexing="ij")
+    centres = torch.stack([x.flatten(), y.flatten()], -1).expand(patch_region.shape[0], -1, -1)  # (B, P, 2)
+    index = patch_region[..., None].expand(-1, -1, 2)
+    total = torch.zeros(patch_region.shape[0], num_regions, 2, device=patch_region.device).scatter_add_(1, index,
+                                                                                                        centres)
+    count = torch.zeros(patch_region.shape[0], num_regions, device=patch_region.device).scatter_add_(
+        1, patch_region, torch.ones_like(patch_region, dtype=torch.float))
+    return total / count.clamp(min=1)[..., None]
 
 
 def clamped_r(r: int, tokens: int) -> int:
@@ -145,8 +176,8 @@ class RegionEncoder(nn.Module):
             raise ValueError(f"ToMe r must be >= 0, got {r}")
         self.visual = visual
         self.r = r
-        grid = visual.grid_size
-        self.num_patches = grid[0] * grid[1]
+        self.grid = tuple(visual.grid_size)
+        self.num_patches = self.grid[0] * self.grid[1]
         self.schedule = merge_schedule(self.num_patches, len(visual.transformer.resblocks), r)
         self.num_regions = self.num_patches - sum(self.schedule)
         self.blocks = nn.ModuleList(ToMeBlock(blk, r) for blk in visual.transformer.resblocks)
@@ -162,4 +193,7 @@ class RegionEncoder(nn.Module):
                 token_of_patch = moved_to.gather(1, token_of_patch)
         x = self.visual.ln_post(x) @ self.visual.proj  # (B, 1 + R, D)
         x = F.normalize(x, dim=-1)
-        return RegionTokens(frame=x[:, 0], regions=x[:, 1:], sizes=size[:, 1:, 0], patch_region=token_of_patch - 1)
+        patch_region = token_of_patch - 1
+        return RegionTokens(frame=x[:, 0], regions=x[:, 1:], sizes=size[:, 1:, 0],
+                            positions=region_centroids(patch_region, self.grid, x.shape[1] - 1),
+                            patch_region=patch_region)

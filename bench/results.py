@@ -60,6 +60,15 @@ METHODS: dict[str, dict] = {  # ALTConfig overrides of each trained method
 }
 NAMES = {"alt": "ALT", "alt-learned": "ALT, learned queries (ablation)", "temporal": "temporal transformer",
          "meanpool": "zero-shot CLIP (no training)", "alt-unfrozen": "ALT, last image block trained (pixels)"}
+# ALT's adapter variants (how the alignment reaches the queries; docs/method.md, "Adapter"), chosen on validation
+DESIGN_VARIANTS: dict[str, dict] = {
+    "alt-plain": {"alignment_bias": False, "query_trajectory": False, "region_positions": False},
+    "alt-bias": {"alignment_bias": True, "query_trajectory": False, "region_positions": False},
+    "alt-trajectory": {"alignment_bias": False, "query_trajectory": True, "region_positions": False},
+    "alt-positions": {"alignment_bias": False, "query_trajectory": False, "region_positions": True},
+    "alt-all": {"alignment_bias": True, "query_trajectory": True, "region_positions": True},
+}
+DESIGN_SHOTS = 4
 SHOTS = (2, 4, 8)
 FEW_SHOT_STEPS, FEW_SHOT_EPOCHS = 300, 5  # one step budget whatever K; validation (best epoch) every 60 steps
 
@@ -95,9 +104,8 @@ def split_logits(model, clips_dir: Path, split: str, labels: list[str]) -> tuple
     """View-averaged logits of every video of a split against `labels`, in this process."""
     index = {label: i for i, label in enumerate(labels)}
     fmt = read_format(clips_dir)
-    payload = ["frames"] if fmt.kind == "frames" else ["tokens", "sizes"]
     dataset = pads.dataset([str(p) for p in existing_shards(clips_dir)], format="parquet")
-    batches = (b.to_pydict() for b in dataset.to_batches(columns=["video_id", "label", *payload], batch_size=64,
+    batches = (b.to_pydict() for b in dataset.to_batches(columns=["video_id", "label", *fmt.payload], batch_size=64,
                                                           filter=pads.field("split") == split))
     scores = score_videos(model, clip_batches(batches, fmt, index), model.class_embeddings.device)
     return scores.mean_logits(), scores.targets
@@ -134,12 +142,14 @@ def harmonic(a: float, b: float) -> float:
 
 
 def run_one(prep: dict, method: str, seed: int, shots: int | None, epochs: int, few_shot_steps: int = FEW_SHOT_STEPS,
-            data: str = "tokens", unfreeze: int = 0, per_class: int | None = None) -> dict:
+            data: str = "tokens", unfreeze: int = 0, per_class: int | None = None, variant: str | None = None,
+            test: bool = True) -> dict:
     """Train one run (the CLI's settings, plus the method's overrides) and score it; the row is kept in
-    results/runs/, so a rerun reuses finished runs unless the backbone weights, epochs or steps changed.
-    `per_class`: train on that many videos per class of the train split, with the full schedule (the
-    videos-per-class sweep)."""
-    name = (f"{method}-data{prep['seed']}-seed{seed}" + (f"-shots{shots}" if shots else "")
+    results/runs/, so a rerun reuses finished runs unless the backbone weights, model settings, epochs or steps
+    changed. `per_class`: train on that many videos per class of the train split, with the full schedule (the
+    videos-per-class sweep). `variant`: one of ALT's design variants (DESIGN_VARIANTS), scored on validation
+    only (`test=False`): designs are chosen without the test split."""
+    name = (f"{variant or method}-data{prep['seed']}-seed{seed}" + (f"-shots{shots}" if shots else "")
             + (f"-train{per_class}" if per_class else ""))
     schedule = TrainConfig(seed=seed, epochs=epochs)
     if shots:
@@ -147,28 +157,31 @@ def run_one(prep: dict, method: str, seed: int, shots: int | None, epochs: int, 
                            epochs=FEW_SHOT_EPOCHS)
     if per_class:
         schedule = replace(schedule, shots=per_class)
+    model = ALTConfig(**METHODS.get(method, {}), **DESIGN_VARIANTS.get(variant, {}), unfreeze_last_blocks=unfreeze)
     row_file = RESULTS / "runs" / f"{name}.json"
     run_dir = prep["root"] / "runs" / name
     if row_file.exists():
         row = json.loads(row_file.read_text())
-        if (row["weights"], row["epochs"], row["steps"]) == (weights_digest(), schedule.epochs, schedule.steps):
+        if (row["weights"], row["epochs"], row["steps"], row.get("model")) == (
+                weights_digest(), schedule.epochs, schedule.steps, model.to_dict()):
             return row
         shutil.rmtree(run_dir, ignore_errors=True)  # trained with other settings: start afresh, never resume it
     start = time.time()
     summary = train(TrainJob(data=str(prep["root"] / data), corpus=str(prep["root"] / "corpus.parquet"),
                              out=str(run_dir), labels=str(prep["data"] / "labels_seen.txt"), run_name=name,
-                             model=ALTConfig(**METHODS.get(method, {}), unfreeze_last_blocks=unfreeze),
-                             train=schedule, resume=(run_dir / "ray").exists()))
-    row = {"name": name, "method": method, "data_seed": prep["seed"], "seed": seed, "shots": shots,
-           "train_per_class": per_class, "weights": weights_digest(), "epochs": schedule.epochs,
-           "steps": schedule.steps,
+                             model=model, train=schedule, resume=(run_dir / "ray").exists()))
+    row = {"name": name, "method": method, "variant": variant, "data_seed": prep["seed"], "seed": seed,
+           "shots": shots, "train_per_class": per_class, "weights": weights_digest(), "epochs": schedule.epochs,
+           "steps": schedule.steps, "model": model.to_dict(),
            "val_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"],
            "train_acc": summary["history"][-1]["train_acc"], "train_seconds": time.time() - start}
-    row |= protocols(load_checkpoint(summary["checkpoint"]), prep, prep["root"] / data, shots)
+    if test:
+        row |= protocols(load_checkpoint(summary["checkpoint"]), prep, prep["root"] / data, shots)
     row["wall_seconds"] = time.time() - start
     row_file.parent.mkdir(parents=True, exist_ok=True)
     row_file.write_text(json.dumps(row, indent=1) + "\n")
-    report(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith(("top1", "hm", "precision"))))
+    report(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                   if k.endswith(("top1", "hm", "precision")) and v is not None))
     return row
 
 

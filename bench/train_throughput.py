@@ -81,7 +81,8 @@ def measure(backbone_name: str = "alt-tiny", size: int | None = None, tome_r: in
     pixels, targets = pixels.to(device), targets.to(device)
     with torch.no_grad():
         cached = model.encode_frames(pixels)
-    tokens = FrameTokens(cached.frame.half().float(), cached.regions.half().float(), cached.sizes)  # as stored
+    tokens = FrameTokens(cached.frame.half().float(), cached.regions.half().float(), cached.sizes,
+                         cached.positions.half().float())  # as stored
     rate = {"pixels": batch * steps_per_second(model, {"pixels": pixels}, targets, steps),
             "tokens": batch * steps_per_second(model, {"tokens": tokens}, targets, steps)}
     flops = {row.part: row.flops_per_view for row in

@@ -113,19 +113,14 @@ class ShardDecoder:
             frames = views.permute(0, 1, 3, 4, 2).numpy()  # (V, T, S, S, 3)
             return [{**base, "view": v, "frames": frames[v]} for v in range(len(frames))]
         tokens = self.encode(views)
-        rows = []
-        for v in range(len(views)):
-            joined, sizes = tokens_to_arrays(tokens, v)  # (T, 1 + R, D), (T, R) float16
-            rows.append({**base, "view": v, "tokens": joined, "sizes": sizes})
-        return rows
+        return [{**base, "view": v, **tokens_to_arrays(tokens, v)} for v in range(len(views))]
 
     @torch.inference_mode()
     def encode(self, views: torch.Tensor) -> FrameTokens:
         """The frozen image tower with ToMe: uint8 (V, T, 3, S, S) -> FrameTokens (V, T, ...)."""
         v, t = views.shape[:2]
         out = self.encoder(self.backbone.normalize_pixels(views.flatten(0, 1)))
-        r = out.regions.shape[1]
-        return FrameTokens(out.frame.view(v, t, -1), out.regions.view(v, t, r, -1), out.sizes.view(v, t, r))
+        return FrameTokens.of_frames(out, v, t)
 
 
 def clip_format(spec: DecodeSpec) -> ClipFormat:

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -233,6 +234,8 @@ def build_trainer(job: TrainJob, datasets: dict, labels: list[str], fmt: ClipFor
 def training_datasets(job: TrainJob) -> tuple[dict, list[str], ClipFormat, int]:
     """Materialized train/val datasets, the label set, the clip format and the number of train videos.
 
+    A few-shot run (K videos per class) validates on at most K videos per class of the val split, as a user
+    with K labelled videos per class could: its best epoch is chosen with no more labels than it trains on.
     Materialized: on small machines a lazy stage must not compete with train workers for CPUs."""
     fmt = read_format(job.data)
     train_rows = split_rows(job.data, "train")
@@ -244,9 +247,13 @@ def training_datasets(job: TrainJob) -> tuple[dict, list[str], ClipFormat, int]:
         ids = few_shot_ids(train_rows, job.train.shots)
     elif job.train.shots_file:
         ids = listed_ids(job.train.shots_file, {v for v, _ in train_rows})
+    val_ids = None
+    if ids is not None:  # few-shot: validate on as many labelled videos per class as training has
+        shots = max(Counter(label for vid, label in set(train_rows) if vid in ids).values())
+        val_ids = few_shot_ids(split_rows(job.data, "val"), shots)
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # same seed, same batches
     datasets = {"train": clip_dataset(job.data, ["train"], ids).materialize(),
-                "val": clip_dataset(job.data, ["val"]).materialize()}
+                "val": clip_dataset(job.data, ["val"], val_ids).materialize()}
     return datasets, labels, fmt, len(ids) if ids else len({v for v, _ in train_rows})
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import torch
 
-from alt_core.clips import existing_shards, read_format, tokens_from_bytes
+from alt_core.clips import existing_shards, read_format, tokens_from_columns
 from alt_core.model import ALTModel
 from alt_core.synthetic.scenes import BACKGROUNDS, COLORS, SHAPES
 from alt_core.synthetic.synth import ClipSpec, clip_seed, sample_clip_spec
@@ -64,13 +64,13 @@ def explanation_precision(model: ALTModel, clips_dir: str | Path, split: str = "
     tokens; also the fraction of the named entities that are."""
     fmt = read_format(clips_dir)
     table = pads.dataset([str(s) for s in existing_shards(clips_dir)], format="parquet").to_table(
-        columns=["path", "tokens", "sizes"], filter=(pads.field("split") == split) & (pads.field("view") == 0))
+        columns=["path", *fmt.payload], filter=(pads.field("split") == split) & (pads.field("view") == 0))
     model.eval()
     paths = table["path"].to_pylist()
     clip_hits, entity_hits = [], []
     for start in range(0, len(paths), batch_size):
         chunk = table.slice(start, batch_size)
-        tokens = tokens_from_bytes(chunk["tokens"].to_pylist(), chunk["sizes"].to_pylist(), fmt)
+        tokens = tokens_from_columns(chunk.to_pydict(), fmt)
         out = model(tokens=tokens)
         for item, path in enumerate(paths[start:start + batch_size]):
             spec = clip_spec_of(path)
