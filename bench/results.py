@@ -531,6 +531,7 @@ def main() -> None:
                         help="also train ALT on these videos per class of data seed 0's train split (comma list; "
                              "empty: none) to show on validation whether the full split is enough")
     parser.add_argument("--render-only", action="store_true", help="rebuild RESULTS.md from results/ alone")
+    parser.add_argument("--only", choices=["design"], help="run only this stage (its runs are reused later)")
     args = parser.parse_args()
     meta_file = RESULTS / "meta.json"
     if not args.render_only:
@@ -542,6 +543,11 @@ def main() -> None:
         if args.unfrozen_seeds:
             preps[0] = prepare(out, 0, args.videos_per_class, train_clips=2, pixels=True)
         prepare_seconds = time.time() - start
+        for variant in DESIGN_VARIANTS:
+            for shots in (None, DESIGN_SHOTS):
+                run_one(preps[0], "alt", 0, shots, args.epochs, args.few_shot_steps, variant=variant, test=False)
+        if args.only == "design":
+            return
         for prep in preps:
             zero_shot_clip(prep)
             shots_here = [k for k in SHOTS if prep["seed"] < args.few_shot_data_seeds
