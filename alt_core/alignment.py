@@ -58,7 +58,7 @@ class EntityAligner(nn.Module):
 
     `gradient_paths`: when a dict, a training forward stores the similarity as it enters the soft assignment
     ("assign") and the score ("score"), with their gradients kept, so the share of the similarity's gradient
-    that flows through the straight-through estimator can be measured (`soft_gradient_share`)."""
+    that flows through the straight-through estimator can be measured (`soft_gradient_shares`)."""
 
     def __init__(self, num_queries: int, similarity_temperature: float = 0.01, gumbel_tau: float = 1.0):
         super().__init__()
@@ -110,12 +110,13 @@ def trajectory(found: torch.Tensor, sizes: torch.Tensor, positions: torch.Tensor
     return torch.cat([share[..., None], centroid], dim=-1)
 
 
-def soft_gradient_share(aligner: EntityAligner, loss_fn) -> float:
-    """The share of the similarity's gradient that flows through the soft assignment (the straight-through
-    Gumbel estimator) rather than through the score it weights: |g_assign| / (|g_assign| + |g_score|).
+def soft_gradient_shares(aligner: EntityAligner, loss_fn) -> torch.Tensor:
+    """Per region, the share of the similarity's gradient that flows through the soft assignment (the
+    straight-through Gumbel estimator) rather than through the score it weights: |g_assign| / (|g_assign| +
+    |g_score|), norms over the entities. (B * T * R,)
 
     `loss_fn()` runs a training forward through `aligner` with a trainable tower and returns the loss. A share
-    near 0 means a saturated softmax: the assignment passes no gradient and regions learn only through the
+    near 0 is a saturated softmax: that region's assignment passes no gradient and it learns only through the
     score."""
     aligner.gradient_paths = {}
     try:
@@ -123,10 +124,10 @@ def soft_gradient_share(aligner: EntityAligner, loss_fn) -> float:
         paths = aligner.gradient_paths
         if set(paths) != {"assign", "score"}:
             raise ValueError("the forward ran no training-time assignment: train mode and a trainable tower needed")
-        g_assign, g_score = (float(paths[name].grad.norm()) for name in ("assign", "score"))
+        g_assign, g_score = (paths[name].grad.norm(dim=-1).flatten() for name in ("assign", "score"))
     finally:
         aligner.gradient_paths = None
-    return g_assign / (g_assign + g_score) if g_assign + g_score > 0 else 0.0
+    return g_assign / (g_assign + g_score).clamp(min=1e-30)
 
 
 def explain(alignment: Alignment, units: list[str], descriptions: list[str], item: int = 0) -> list[EntityExplanation]:

@@ -126,8 +126,10 @@ class ALTConfig(Settings):
     tome_r: int = setting(0, "ToMe: token pairs merged per block (clamped per block)")
     num_frames: int = setting(8, "frames per view", flag="--frames")
     max_frames: int = setting(32, "longest clip the temporal position embedding covers")
-    similarity_temperature: float = setting(0.01, "temperature of the region-entity similarity")
-    gumbel_tau: float = setting(1.0, "Gumbel-softmax temperature of the training-time assignment")
+    similarity_temperature: float = setting(0.01, "temperature of the region-entity similarity: sets how often the "
+                                                  "training-time Gumbel sample differs from the argmax")
+    gumbel_tau: float = setting(10.0, "Gumbel-softmax temperature of the training-time assignment: with the "
+                                      "similarity temperature, how far its soft relaxation (the gradient) spreads")
     alignment_bias: bool = setting(True, "ALT: a query attends first to the regions that took its entity")
     query_trajectory: bool = setting(True, "ALT: when and where a query's entity was found (per frame: share of "
                                            "the frame, centroid) is part of the query")

@@ -106,7 +106,7 @@ def confusion_matrix(logits: dict[str, torch.Tensor], targets: dict[str, int], n
     return matrix
 
 
-NO_DECAY_NAMES = ("logit_scale", "temporal_pos", "positional_embedding", "class_embedding")
+NO_DECAY_NAMES = ("logit_scale", "temporal_pos", "region_time", "positional_embedding", "class_embedding")
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,

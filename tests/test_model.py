@@ -1,14 +1,18 @@
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from alt_core.adapter import ALTAdapter
-from alt_core.alignment import EntityAligner
+from alt_core.alignment import EntityAligner, soft_gradient_shares
 from alt_core.backbone import load_backbone
 from alt_core.config import ALTConfig
 from alt_core.corpus import build_corpus
 from alt_core.errors import ConfigError
 from alt_core.model import ALTModel
+from alt_core.synthetic.synth import clip_seed, render_clip, sample_clip_spec, split_classes, synth_entities
 from alt_core.tome import FrameTokens
 from alt_core.training import build_optimizer
 from tests.helpers import LABELS, make_model, random_clip
@@ -48,7 +52,7 @@ def test_argmax_assignment_in_eval_matches_similarity():
     regions = torch.nn.functional.normalize(torch.randn(1, 2, 5, 8), dim=-1)
     entities = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     aligner = EntityAligner(num_queries=2).eval()
-    a = aligner(regions, torch.ones(1, 2, 5), entities)
+    a = aligner(regions, torch.ones(1, 2, 5), torch.rand(1, 2, 5, 2), entities)
     assert torch.equal(a.region_entity, (regions @ entities.T).argmax(-1))
 
 
@@ -59,7 +63,7 @@ def test_straight_through_sends_gradient_to_entities_no_region_took():
     regions = F.normalize(torch.randn(1, 2, 3, 8), dim=-1).requires_grad_(True)  # a trainable tower's tokens
     entities = F.normalize(torch.randn(40, 8), dim=-1).requires_grad_(True)
     aligner = EntityAligner(num_queries=3, similarity_temperature=0.5).train()
-    a = aligner(regions, torch.ones(1, 2, 3), entities)
+    a = aligner(regions, torch.ones(1, 2, 3), torch.rand(1, 2, 3, 2), entities)
     a.query_score.sum().backward()
     untaken = sorted(set(range(40)) - set(a.region_entity.flatten().tolist()))
     assert untaken, "every entity was taken; pick another seed"
@@ -74,7 +78,7 @@ def test_frozen_tokens_take_the_argmax_in_training_too():
     runs = []
     for seed in range(3):
         torch.manual_seed(seed)
-        runs.append(aligner(regions, torch.ones(2, 3, 5), entities).region_entity)
+        runs.append(aligner(regions, torch.ones(2, 3, 5), torch.rand(2, 3, 5, 2), entities).region_entity)
     assert all(torch.equal(r, (regions @ entities.T).argmax(-1)) for r in runs)
 
 
@@ -98,7 +102,7 @@ def test_only_entities_some_region_took_become_queries(micro_backbone, micro_cor
     taken = [2, 5]
     regions = entities[[2, 5, 2]][None, None].expand(2, 4, 3, -1).clone()  # (B, T, R, D): regions are entities 2, 5
     frame = F.normalize(torch.randn(2, 4, entities.shape[1]), dim=-1)
-    out = model(tokens=FrameTokens(frame, regions, torch.ones(2, 4, 3)))
+    out = model(tokens=FrameTokens(frame, regions, torch.ones(2, 4, 3), torch.rand(2, 4, 3, 2)))
     a = out.alignment
     assert a.query_valid.tolist() == [[True, True, False, False]] * 2
     assert set(a.query_index[:, :2].flatten().tolist()) == set(taken)
@@ -113,12 +117,15 @@ def test_masked_query_slots_do_not_change_the_video_embedding():
     torch.nn.init.normal_(adapter.proj.weight)  # a trained-looking adapter, not the zero-init identity
     entity_emb, score = torch.randn(2, 4, 16), torch.rand(2, 4)
     valid = torch.tensor([[True, True, False, False], [True, False, False, False]])
-    frame, regions = torch.randn(2, 3, 16), torch.randn(2, 3, 5, 16)
+    frame, regions, positions = torch.randn(2, 3, 16), torch.randn(2, 3, 5, 16), torch.rand(2, 3, 5, 2)
+    trajectory, own = torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 5) > 0.5
     with torch.no_grad():
-        ref = adapter(entity_emb, score, valid, frame, regions)
-        other = entity_emb.clone()
+        ref = adapter(entity_emb, score, valid, frame, regions, positions, trajectory, own)
+        other, other_trajectory, other_own = entity_emb.clone(), trajectory.clone(), own.clone()
         other[~valid] = torch.randn(int((~valid).sum()), 16)
-        out = adapter(other, score, valid, frame, regions)
+        other_trajectory[~valid] = torch.rand(int((~valid).sum()), 3, 3)
+        other_own[~valid] = ~own[~valid]
+        out = adapter(other, score, valid, frame, regions, positions, other_trajectory, other_own)
     torch.testing.assert_close(out, ref)
 
 
@@ -127,9 +134,10 @@ def test_alignment_is_computed_in_fp32_under_bf16_autocast():
     regions = F.normalize(torch.randn(2, 8, 48, 32), dim=-1)
     entities = F.normalize(torch.randn(300, 32), dim=-1)
     aligner = EntityAligner(num_queries=8).eval()
-    ref = aligner(regions, torch.ones(2, 8, 48), entities)
+    positions = torch.rand(2, 8, 48, 2)
+    ref = aligner(regions, torch.ones(2, 8, 48), positions, entities)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = aligner(regions, torch.ones(2, 8, 48), entities)
+        mixed = aligner(regions, torch.ones(2, 8, 48), positions, entities)
     assert torch.equal(mixed.region_entity, ref.region_entity)
     assert torch.equal(mixed.query_index, ref.query_index)
 
@@ -144,8 +152,8 @@ def test_weight_decay_skips_scales_norms_biases_and_position_embeddings(micro_ba
         assert set(grouped) == {n for n, p in params.items() if p.requires_grad}
         decayed = {n for n, wd in grouped.items() if wd > 0}
         assert decayed and all(params[n].ndim >= 2 for n in decayed)
-        assert {"logit_scale", "adapter.temporal_pos", "adapter.proj.bias", "adapter.pool.norm.weight"}.isdisjoint(
-            decayed)
+        assert {"logit_scale", "adapter.temporal.temporal_pos", "adapter.region_time", "adapter.proj.bias",
+                "adapter.pool.norm.weight"}.isdisjoint(decayed)
         assert "adapter.proj.weight" in decayed and "backbone.clip.visual.proj" in decayed
     finally:
         micro_backbone.freeze()  # the session fixture is shared
@@ -241,3 +249,31 @@ def test_bad_config_is_rejected():
         ALTConfig(queries="random")
     with pytest.raises(ConfigError, match="unknown ALTConfig keys"):
         ALTConfig.from_dict({"adapterr": "alt"})
+
+
+def test_the_straight_through_estimator_passes_gradient_at_the_default_temperatures(tmp_path):
+    # With alt-tiny's trained features, similarity / 0.01 at tau 1 saturates: almost every region's soft
+    # assignment is one-hot and passes no gradient. The default temperatures keep it alive on most regions
+    # (docs/method.md, "Alignment").
+    torch.manual_seed(0)
+    backbone = load_backbone("alt-tiny")
+    labels = split_classes()[0][::9]  # 8 seen classes
+    entities = tmp_path / "entities.jsonl"
+    entities.write_text("".join(json.dumps(e) + "\n" for e in synth_entities(labels)))
+    corpus = build_corpus(backbone, labels, ["labels", str(entities)])
+    clips = [render_clip(sample_clip_spec(label, clip_seed(0, label, 0)))[::2] for label in labels]
+    pixels = torch.from_numpy(np.stack(clips)).permute(0, 1, 4, 2, 3)  # (8, 8, 3, 64, 64)
+    targets = torch.arange(len(labels))
+    model = ALTModel(ALTConfig(unfreeze_last_blocks=1, tome_r=8), backbone, corpus, labels).train()
+    torch.nn.init.normal_(model.adapter.proj.weight, std=0.02)  # the queries matter, as after some training
+
+    def median_share(similarity_temperature: float, gumbel_tau: float) -> float:
+        model.aligner.similarity_temperature, model.aligner.gumbel_tau = similarity_temperature, gumbel_tau
+        torch.manual_seed(0)
+        shares = soft_gradient_shares(model.aligner, lambda: model.loss(model(pixels), targets))
+        model.zero_grad()
+        return float(shares.median())
+
+    defaults = ALTConfig()
+    assert median_share(defaults.similarity_temperature, defaults.gumbel_tau) > 0.1
+    assert median_share(0.01, 1.0) < 1e-3
