@@ -28,6 +28,7 @@ Usage: python bench/results.py [--data-seeds 2] [--train-seeds 3] [--videos-swee
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
@@ -69,8 +70,13 @@ DESIGN_VARIANTS: dict[str, dict] = {
     "alt-all": {"alignment_bias": True, "query_trajectory": True, "region_positions": True},
 }
 DESIGN_SHOTS = 4
+# the settings the design variants are compared at (the CLI's defaults before the per-method search)
+DESIGN_HYPER = {"lr": 1e-3, "weight_decay": 0.05, "epochs": 12}
 SHOTS = (2, 4, 8)
-FEW_SHOT_STEPS, FEW_SHOT_EPOCHS = 300, 5  # one step budget whatever K; validation (best epoch) every 60 steps
+FEW_SHOT_STEPS, FEW_SHOT_EPOCHS = 300, 5  # one step budget whatever K; validation (best epoch) once per epoch
+SEARCH_SPACES = {"supervised": ROOT / "tune_spaces" / "protocol.yaml",
+                 "few-shot": ROOT / "tune_spaces" / "fewshot.yaml"}
+TUNE_SHOTS = 4
 
 
 def weights_digest() -> str | None:
@@ -141,29 +147,27 @@ def harmonic(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b else 0.0
 
 
-def run_one(prep: dict, method: str, seed: int, shots: int | None, epochs: int, few_shot_steps: int = FEW_SHOT_STEPS,
-            data: str = "tokens", unfreeze: int = 0, per_class: int | None = None, variant: str | None = None,
-            test: bool = True) -> dict:
-    """Train one run (the CLI's settings, plus the method's overrides) and score it; the row is kept in
-    results/runs/, so a rerun reuses finished runs unless the backbone weights, model settings, epochs or steps
-    changed. `per_class`: train on that many videos per class of the train split, with the full schedule (the
-    videos-per-class sweep). `variant`: one of ALT's design variants (DESIGN_VARIANTS), scored on validation
-    only (`test=False`): designs are chosen without the test split."""
+def run_one(prep: dict, method: str, seed: int, shots: int | None, hyper: dict, data: str = "tokens",
+            unfreeze: int = 0, per_class: int | None = None, variant: str | None = None, test: bool = True) -> dict:
+    """Train one run (the CLI's settings, the method's overrides and its chosen hyperparameters `hyper`: lr,
+    weight_decay, epochs, and steps for few-shot) and score it; the row is kept in results/runs/, so a rerun
+    reuses finished runs unless the backbone weights, model or training settings changed. `per_class`: train on
+    that many videos per class of the train split (the videos-per-class sweep). `variant`: one of ALT's design
+    variants (DESIGN_VARIANTS), scored on validation only (`test=False`): designs are chosen without the test
+    split."""
     name = (f"{variant or method}-data{prep['seed']}-seed{seed}" + (f"-shots{shots}" if shots else "")
             + (f"-train{per_class}" if per_class else ""))
-    schedule = TrainConfig(seed=seed, epochs=epochs)
+    schedule = replace(TrainConfig(seed=seed, shots=per_class), **hyper)
     if shots:
-        schedule = replace(schedule, shots_file=str(prep["data"] / f"fewshot_{shots}.csv"), steps=few_shot_steps,
-                           epochs=FEW_SHOT_EPOCHS)
-    if per_class:
-        schedule = replace(schedule, shots=per_class)
+        schedule = replace(schedule, shots_file=str(prep["data"] / f"fewshot_{shots}.csv"))
     model = ALTConfig(**METHODS.get(method, {}), **DESIGN_VARIANTS.get(variant, {}), unfreeze_last_blocks=unfreeze)
+    settings = {"weights": weights_digest(), "model": model.to_dict(),
+                "train": schedule.to_dict() | {"shots_file": shots and f"fewshot_{shots}.csv"}}
     row_file = RESULTS / "runs" / f"{name}.json"
     run_dir = prep["root"] / "runs" / name
     if row_file.exists():
         row = json.loads(row_file.read_text())
-        if (row["weights"], row["epochs"], row["steps"], row.get("model")) == (
-                weights_digest(), schedule.epochs, schedule.steps, model.to_dict()):
+        if {k: row.get(k) for k in settings} == settings:
             return row
         shutil.rmtree(run_dir, ignore_errors=True)  # trained with other settings: start afresh, never resume it
     start = time.time()
@@ -171,18 +175,56 @@ def run_one(prep: dict, method: str, seed: int, shots: int | None, epochs: int, 
                              out=str(run_dir), labels=str(prep["data"] / "labels_seen.txt"), run_name=name,
                              model=model, train=schedule, resume=(run_dir / "ray").exists()))
     row = {"name": name, "method": method, "variant": variant, "data_seed": prep["seed"], "seed": seed,
-           "shots": shots, "train_per_class": per_class, "weights": weights_digest(), "epochs": schedule.epochs,
-           "steps": schedule.steps, "model": model.to_dict(),
-           "val_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"],
+           "shots": shots, "train_per_class": per_class, **settings, "epochs": schedule.epochs,
+           "steps": schedule.steps, "val_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"],
            "train_acc": summary["history"][-1]["train_acc"], "train_seconds": time.time() - start}
     if test:
         row |= protocols(load_checkpoint(summary["checkpoint"]), prep, prep["root"] / data, shots)
     row["wall_seconds"] = time.time() - start
     row_file.parent.mkdir(parents=True, exist_ok=True)
     row_file.write_text(json.dumps(row, indent=1) + "\n")
-    report(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
-                                   if k.endswith(("top1", "hm", "precision")) and v is not None))
+    report(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith(("top1", "hm", "precision"))))
     return row
+
+
+def tuned(prep: dict, method: str, protocol: str, few_shot_steps: int) -> dict:
+    """One method's search on validation with `alt tune` (tune_spaces/protocol.yaml for supervised training,
+    tune_spaces/fewshot.yaml for few-shot, on the TUNE_SHOTS-shot list): the same trials for every method. The
+    record (results/tuning/) names the chosen settings; a rerun reuses it while the weights, model and space
+    are the same, and resumes an unfinished search."""
+    from pipelines.tune import SearchOptions, tune_search
+
+    space = SEARCH_SPACES[protocol]
+    model = ALTConfig(**METHODS[method])
+    key = {"weights": weights_digest(), "model": model.to_dict(), "space": space.read_text()}
+    record_file = RESULTS / "tuning" / f"{method}-{protocol}.json"
+    if record_file.exists() and json.loads(record_file.read_text())["key"] == key:
+        return json.loads(record_file.read_text())
+    schedule = TrainConfig(seed=0)
+    if protocol == "few-shot":
+        schedule = replace(schedule, shots_file=str(prep["data"] / f"fewshot_{TUNE_SHOTS}.csv"),
+                           epochs=FEW_SHOT_EPOCHS, steps=few_shot_steps)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    out = prep["root"] / "tune" / f"{method}-{protocol}-{digest}"  # another model or space: another search
+    summary = tune_search(TrainJob(data=str(prep["root"] / "tokens"), corpus=str(prep["root"] / "corpus.parquet"),
+                                   out=str(out), labels=str(prep["data"] / "labels_seen.txt"), model=model,
+                                   train=schedule),
+                          SearchOptions(space=str(space), concurrent=2, scheduler="asha", resume=out.exists()))
+    record = {"method": method, "protocol": protocol, "key": key, "space": str(space.relative_to(ROOT)),
+              "data_seed": prep["seed"], "chosen": summary["best"]["config"],
+              "best_val_top1": summary["best"]["best_val_top1"], "trial_epochs": summary["trial_epochs"],
+              "seconds": summary.get("seconds"),
+              "trials": [{k: t[k] for k in ("config", "best_val_top1", "epochs", "stop_reason")}
+                         for t in summary["trials"]]}
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(json.dumps(record, indent=1) + "\n")
+    report(f"tuned {method} ({protocol}): {record['chosen']}, val top-1 {record['best_val_top1']:.3f}")
+    return record
+
+
+def chosen_hyper(record: dict, protocol: str) -> dict:
+    """The training settings a search chose, completed with its protocol's fixed epochs."""
+    return record["chosen"] | ({"epochs": FEW_SHOT_EPOCHS} if protocol == "few-shot" else {})
 
 
 def zero_shot_clip(prep: dict) -> dict:
@@ -518,20 +560,21 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "results"), help="work directory (data, tokens, runs)")
     parser.add_argument("--data-seeds", type=int, default=2)
     parser.add_argument("--train-seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     parser.add_argument("--videos-per-class", type=int, default=40)
-    parser.add_argument("--few-shot-steps", type=int, default=FEW_SHOT_STEPS)
+    parser.add_argument("--few-shot-steps", type=int, default=FEW_SHOT_STEPS,
+                        help="optimizer steps of the design variants' few-shot runs (the search chooses the others')")
     parser.add_argument("--few-shot-data-seeds", type=int, default=2, help="run few-shot on the first N data seeds")
     parser.add_argument("--unfrozen-seeds", type=int, default=1,
                         help="training seeds of ALT with the last image block trained from pixels (data seed 0)")
-    parser.add_argument("--unfrozen-epochs", type=int, default=None,
-                        help="epochs of those runs (default: --epochs, as the frozen runs; from pixels an epoch "
-                             "costs ~4x one from tokens on 2 CPUs)")
+    parser.add_argument("--unfrozen-epochs", type=int, default=TrainConfig().epochs,
+                        help="epochs of those runs (default: as the frozen runs; from pixels an epoch costs ~4x one "
+                             "from tokens on 2 CPUs)")
     parser.add_argument("--videos-sweep", type=lambda text: [int(k) for k in text.split(",") if k], default=[8, 16],
                         help="also train ALT on these videos per class of data seed 0's train split (comma list; "
                              "empty: none) to show on validation whether the full split is enough")
     parser.add_argument("--render-only", action="store_true", help="rebuild RESULTS.md from results/ alone")
-    parser.add_argument("--only", choices=["design"], help="run only this stage (its runs are reused later)")
+    parser.add_argument("--only", choices=["design", "tune"],
+                        help="run the stages up to this one only (their runs are reused later)")
     args = parser.parse_args()
     meta_file = RESULTS / "meta.json"
     if not args.render_only:
@@ -545,8 +588,13 @@ def main() -> None:
         prepare_seconds = time.time() - start
         for variant in DESIGN_VARIANTS:
             for shots in (None, DESIGN_SHOTS):
-                run_one(preps[0], "alt", 0, shots, args.epochs, args.few_shot_steps, variant=variant, test=False)
+                hyper = DESIGN_HYPER | ({"epochs": FEW_SHOT_EPOCHS, "steps": args.few_shot_steps} if shots else {})
+                run_one(preps[0], "alt", 0, shots, hyper, variant=variant, test=False)
         if args.only == "design":
+            return
+        hyper = {(m, p): chosen_hyper(tuned(preps[0], m, p, args.few_shot_steps), p)
+                 for m in METHODS for p in SEARCH_SPACES}
+        if args.only == "tune":
             return
         for prep in preps:
             zero_shot_clip(prep)
@@ -555,12 +603,12 @@ def main() -> None:
             for method in METHODS:
                 for seed in range(args.train_seeds):
                     for shots in (None, *shots_here):
-                        run_one(prep, method, seed, shots, args.epochs, args.few_shot_steps)
+                        run_one(prep, method, seed, shots, hyper[method, "few-shot" if shots else "supervised"])
         for per_class in args.videos_sweep:
-            run_one(preps[0], "alt", 0, None, args.epochs, per_class=per_class)
-        unfrozen_epochs = args.unfrozen_epochs or args.epochs
+            run_one(preps[0], "alt", 0, None, hyper["alt", "supervised"], per_class=per_class)
         for seed in range(args.unfrozen_seeds):
-            run_one(preps[0], "alt-unfrozen", seed, None, unfrozen_epochs, data="pixels", unfreeze=1)
+            run_one(preps[0], "alt-unfrozen", seed, None,
+                    hyper["alt", "supervised"] | {"epochs": args.unfrozen_epochs}, data="pixels", unfreeze=1)
         meta = collect_meta(preps, args, throughput(preps[0]), prepare_seconds)
         meta_file.write_text(json.dumps(meta, indent=1) + "\n")
     meta = json.loads(meta_file.read_text())
@@ -582,7 +630,8 @@ def collect_meta(preps: list[dict], args, speed: dict, prepare_seconds: float) -
     return {
         "command": " ".join(["python bench/results.py", *sys.argv[1:]]),
         "weights": weights_digest(), "data_seeds": [p["seed"] for p in preps],
-        "train_seeds": list(range(args.train_seeds)), "epochs": args.epochs, "few_shot_steps": args.few_shot_steps,
+        "train_seeds": list(range(args.train_seeds)), "epochs": TrainConfig().epochs,
+        "few_shot_steps": args.few_shot_steps,
         "synth": {k: synth[k] for k in ("seen_classes", "novel_classes", "splits")},
         "videos_per_class": args.videos_per_class, "train_per_class": synth["splits"]["train"] // synth["seen_classes"],
         "videos_choice": ("the training videos per class were checked on validation (section 'Training videos "

@@ -39,10 +39,11 @@ SEARCH_FILE, RESULTS_FILE, PROGRESS_FILE = "search.json", "tune.json", "trials.j
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SPACE_KEYS = ("metric", "mode", "num_samples", "max_t", "grace_period", "reduction_factor", "space")
 METRICS = (METRIC,)  # validation top-1, the score the champion decision uses; never test data
-# Settings a search may vary; the backbone, ToMe r and frames come with the decoded clips, epochs is max_t.
+# Settings a search may vary; the backbone, ToMe r and frames come with the decoded clips, epochs is max_t, and
+# the training videos are the job's (`steps`, a few-shot step budget, may vary).
 SEARCHABLE = tuple(f.name for f in fields(ALTConfig) if f.metadata.get("cli") and f.name not in
                    ("backbone", "pretrained", "tome_r", "num_frames")) + tuple(
-    f.name for f in fields(TrainConfig) if f.name not in ("epochs", "shots", "shots_file", "steps"))
+    f.name for f in fields(TrainConfig) if f.name not in ("epochs", "shots", "shots_file"))
 
 
 @dataclass(frozen=True)
