@@ -84,17 +84,19 @@ class ALTModel(nn.Module):
             out = self.encoder(x)
         return FrameTokens.of_frames(out, b, t)
 
-    def forward(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None) -> ALTOutput:
-        """Logits from uint8 pixels (B, T, 3, H, W) or from cached `FrameTokens` (same result)."""
-        video, alignment = self.embed(pixels, tokens)
+    def forward(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None,
+                drop_queries: torch.Tensor | None = None) -> ALTOutput:
+        """Logits from uint8 pixels (B, T, 3, H, W) or from cached `FrameTokens` (same result). `drop_queries`
+        (B, Nq) bool removes those aligned queries from the adapter (deletion tests of explanations)."""
+        video, alignment = self.embed(pixels, tokens, drop_queries)
         return ALTOutput(self.logits(video), video, alignment)
 
     def logits(self, video: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         """s * cos(z, c_j) against the model's label set or another class matrix: (B, C)."""
         return cosine_logits(video, self.class_embeddings if classes is None else classes, self.logit_scale)
 
-    def embed(self, pixels: torch.Tensor | None = None,
-              tokens: FrameTokens | None = None) -> tuple[torch.Tensor, Alignment | None]:
+    def embed(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None,
+              drop_queries: torch.Tensor | None = None) -> tuple[torch.Tensor, Alignment | None]:
         """The video embedding z (B, D) and, for ALT, the alignment: everything before a label set."""
         if (pixels is None) == (tokens is None):
             raise ValueError("pass exactly one of pixels or tokens")
@@ -114,6 +116,8 @@ class ALTModel(nn.Module):
             regions = tokens.regions.float()
             alignment = self.aligner(regions, tokens.sizes.float(), tokens.positions.float(), self.entity_embeddings)
             alignment.patch_region = tokens.patch_region
+            if drop_queries is not None:
+                alignment.query_valid = alignment.query_valid & ~drop_queries
             query_emb = self.entity_embeddings[alignment.query_index]  # (B, Nq, D)
             video = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions,
                                  tokens.positions.float(), alignment.trajectory, alignment.query_regions)

@@ -102,13 +102,14 @@ def measure(stage: str, inputs: Path, workers: int) -> dict:
 
 def videos(cache: Path, count: int, seed: int) -> Path:
     """A manifest of the first `count` videos of one cached SynthActions set (generated once, at the largest size)."""
-    from alt_core.synthetic.synth import all_classes, generate_synth_actions
+    from alt_core.synthetic.dataset import generate_dataset
+    from alt_core.synthetic.synth import all_classes
 
     classes = all_classes()
     per_class = -(-count // len(classes))
     if not (cache / "manifest.csv").is_file() or len((cache / "manifest.csv").read_text().splitlines()) - 1 < count:
         shutil.rmtree(cache, ignore_errors=True)
-        generate_synth_actions(cache, seed=seed, classes=classes, videos_per_class=per_class, frames=16, size=64,
+        generate_dataset(cache, seed=seed, classes=classes, videos_per_class=per_class, frames=16, size=64,
                                fewshot=())
     lines = (cache / "manifest.csv").read_text().splitlines()
     subset = cache / f"manifest_{count}.csv"

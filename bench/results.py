@@ -1,28 +1,38 @@
-"""The results table: ALT, its learned-query ablation, the temporal baseline and zero-shot CLIP on SynthActions
-with the shipped alt-tiny (writes results/*.json, then RESULTS.md from them).
+"""The results tables: ALT, its learned-query ablation, the temporal baseline and zero-shot CLIP on the two
+generated datasets, SynthActions and SynthObjects, with the shipped alt-tiny (writes results/*.json, then
+RESULTS.md from them).
 
-Protocols (the test split and the novel videos are never used for a choice; every run keeps its best
-validation epoch):
-- supervised: train on the 72 seen classes' train split, top-1 on their test split (72-way);
-- zero-shot, novel-only: the supervised checkpoints scored against the 16 novel class names on the novel
-  videos (16-way), beside the shape-only reference (2 motions per shape: 0.50);
-- generalized zero-shot: the same checkpoints against all 88 class names, on the seen test videos and on
-  the novel videos: seen top-1, novel top-1 and their harmonic mean;
-- few-shot K = 2, 4, 8: train on SynthActions' fewshot_K.csv lists with a fixed number of optimizer steps,
-  top-1 on the seen test split;
-- explanation precision (ALT): the fraction of seen test clips whose top-3 entities are all in the clip;
-- methods: ALT, ALT with learned queries (the ablation: same adapter and tokens), the temporal transformer,
-  zero-shot CLIP (meanpool, no training), and ALT with the last image block trained from pixels;
-- 2 data seeds x 3 training seeds; mean +- std over runs and the binomial standard error of one test set;
-- training videos per class: ALT also trained on 8 and 16 videos per class of data seed 0's train split, their
-  validation top-1 beside the whole split's, so the size used is justified on validation data.
+Stages (the test split and the novel videos are never used for a choice; every run keeps its best validation
+epoch):
+1. design: ALT's adapter variants (DESIGN_VARIANTS), SynthActions data seed 0, training seed 0, supervised and
+   4-shot, validation top-1 only;
+2. tune: every method's own search with `alt tune` on SynthActions data seed 0 (tune_spaces/protocol.yaml for
+   supervised training, tune_spaces/fewshot.yaml for few-shot on the 4-shot list), the same trials each; the
+   chosen settings train that method's runs on both datasets;
+3. protocols, per dataset, 2 data seeds x 3 training seeds:
+   - supervised: train on the seen classes' train split, top-1 on their test split;
+   - zero-shot, novel-only: the supervised checkpoints against the novel class names on the novel videos,
+     beside the reference of knowing one factor of the class (SynthActions: the shape; SynthObjects: the scene);
+   - generalized zero-shot: the same checkpoints against all class names, on the seen test videos and on the
+     novel videos: seen top-1, novel top-1 and their harmonic mean;
+   - few-shot K = 2, 4, 8: train on the dataset's fewshot_K.csv lists with the chosen step budget, validated on
+     at most K videos per class, top-1 on the seen test split;
+   - explanations (ALT): entity precision, all-top-3, object recall and faithfulness (alt_core/synthetic/
+     grounding.py) on the seen test split;
+   - methods: ALT, ALT with learned queries (the ablation: same adapter and tokens), the temporal transformer,
+     zero-shot CLIP (meanpool, no training), and (SynthActions) ALT with the last image block trained from
+     pixels, with the share of the similarity's gradient its straight-through estimator passes;
+   - mean +- std over runs and the binomial standard error of one test set; paired margins with verdicts;
+4. training videos per class: ALT also trained on 8 and 16 videos per class of SynthActions data seed 0, their
+   validation top-1 beside the whole split's.
 
-Every finished run is a JSON file under results/runs/ (committed); a rerun reuses them, and
-`--render-only` rebuilds RESULTS.md from results/ alone. Throughput, search and serving figures come from
-results/throughput.json (measured here when missing), results/tune_bench.json (bench/tune.py) and
-results/serve_bench.json (bench/serve_load.py).
+Every finished run is a JSON file under results/runs/ (committed), every search one under results/tuning/; a
+rerun reuses them, and `--render-only` rebuilds RESULTS.md from results/ alone. Throughput, search and serving
+figures come from results/throughput.json (measured here when missing), results/tune_bench.json (bench/tune.py)
+and results/serve_bench.json (bench/serve_load.py); the region check from results/regions_*.json
+(bench/regions.py).
 
-Usage: python bench/results.py [--data-seeds 2] [--train-seeds 3] [--videos-sweep 8,16] [--render-only]
+Usage: python bench/results.py [--datasets actions,objects] [--data-seeds 2] [--train-seeds 3] [--render-only]
 """
 
 from __future__ import annotations
@@ -35,19 +45,22 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import torch
 from machine import report, torch_machine  # bench/ is the script's directory
 
 import pipelines  # noqa: F401  (environment defaults before Ray starts)
+from alt_core.alignment import soft_gradient_shares
 from alt_core.checkpoint import load_checkpoint
 from alt_core.clips import clip_batches, existing_shards, read_format
 from alt_core.config import ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
 from alt_core.manifest import read_labels
-from alt_core.synthetic.grounding import explanation_precision
-from alt_core.synthetic.synth import generate_synth_actions
+from alt_core.synthetic import objects, synth
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.grounding import explanation_figures
 from alt_core.training import score_videos, topk_accuracy
 from pipelines.console import ensure_ray, setup_logging
 from pipelines.corpus import build_corpus_dataset
@@ -77,6 +90,31 @@ FEW_SHOT_STEPS, FEW_SHOT_EPOCHS = 300, 5  # one step budget whatever K; validati
 SEARCH_SPACES = {"supervised": ROOT / "tune_spaces" / "protocol.yaml",
                  "few-shot": ROOT / "tune_spaces" / "fewshot.yaml"}
 TUNE_SHOTS = 4
+OLD_TEMPERATURES = (0.01, 1.0)  # the saturated estimator the Gumbel measurement compares against
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A generated dataset of the protocol: its `alt data synth --variant`, its run-name prefix, and the class
+    factor whose knowledge alone gives the zero-shot reference."""
+
+    variant: str
+    title: str
+    prefix: str
+    reference_factor: str
+
+    def factor(self, label: str) -> str:
+        if self.variant == "actions":
+            return synth.parse_class(label)[0]  # the shape
+        return objects.parse_class(label)[2]  # the scene
+
+    def reference(self, novel: list[str]) -> float:
+        """Top-1 of knowing only the factor and guessing among the novel classes that share it."""
+        return statistics.mean(1 / sum(self.factor(n) == self.factor(label) for n in novel) for label in novel)
+
+
+DATASETS = {"actions": Dataset("actions", "SynthActions", "", "shape"),
+            "objects": Dataset("objects", "SynthObjects", "objects-", "scene")}
 
 
 def weights_digest() -> str | None:
@@ -84,23 +122,20 @@ def weights_digest() -> str | None:
     return BackboneSpec("alt-tiny").digest()
 
 
-GOALS = {"supervised": 0.90, "zero_shot": 0.85, "gzsl_hm": 0.70, "shots4": 0.60, "explanation_precision": 0.90}
-
-
-def prepare(out: Path, data_seed: int, videos_per_class: int, train_clips: int, pixels: bool = False) -> dict:
-    """Generate one SynthActions set, its corpus and its cached tokens (and frames when `pixels`), under a
-    directory named after the backbone weights, so new weights never reuse stale tokens. Idempotent."""
-    root = out / f"alt-tiny-{weights_digest()}" / f"data{data_seed}"
+def prepare(out: Path, dataset: Dataset, data_seed: int, videos_per_class: int, pixels: bool = False) -> dict:
+    """Generate one dataset, its corpus and its cached tokens (and frames when `pixels`), under a directory
+    named after the backbone weights, so new weights never reuse stale tokens. Idempotent."""
+    root = out / f"alt-tiny-{weights_digest()}" / f"{dataset.prefix}data{data_seed}"
     data = root / "synth"
-    synth = generate_synth_actions(data, seed=data_seed, videos_per_class=videos_per_class, frames=16, size=64)
-    all_labels = read_labels(data / "labels_seen.txt") + read_labels(data / "labels_novel.txt")
-    (root / "labels_all.txt").write_text("".join(f"{label}\n" for label in all_labels))
+    summary = generate_dataset(data, dataset.variant, seed=data_seed, videos_per_class=videos_per_class, frames=16,
+                               size=64)
     corpus = build_corpus_dataset(data / "labels_seen.txt", ["labels", str(data / "entities.jsonl")],
                                   "alt-tiny", None, root / "corpus.parquet")
-    spec = DecodeSpec(frames=8, clips=2, crops=1, size=64, train_clips=train_clips, seed=data_seed)
+    spec = DecodeSpec(frames=8, clips=2, crops=1, size=64, train_clips=2, seed=data_seed)
     tokens = decode_manifest(data / "manifest.parquet", root / "tokens",
                              replace(spec, cache_tokens=True, backbone="alt-tiny", tome_r=8))
-    prep = {"root": root, "data": data, "synth": synth, "corpus": corpus, "tokens": tokens, "seed": data_seed}
+    prep = {"root": root, "data": data, "synth": summary, "corpus": corpus, "tokens": tokens, "seed": data_seed,
+            "dataset": dataset}
     if pixels:
         prep["pixels"] = decode_manifest(data / "manifest.parquet", root / "pixels", spec)
     return prep
@@ -124,8 +159,12 @@ def accuracy(logits: dict, targets: dict, columns: list[int]) -> float:
     return topk_accuracy(restricted, {vid: position[t] for vid, t in targets.items()}, ks=(1,))["top1"]
 
 
+EXPLANATION_KEYS = ("entity_precision", "all_top_precision", "object_recall", "faithfulness", "faithfulness_se",
+                    "uncheckable_units")
+
+
 def protocols(model, prep: dict, clips_dir: Path, shots: int | None) -> dict:
-    """Every protocol's top-1 for one trained model; zero-shot ones only for supervised runs."""
+    """Every protocol's top-1 for one trained model; zero-shot ones and explanations only for supervised runs."""
     seen, novel = read_labels(prep["data"] / "labels_seen.txt"), read_labels(prep["data"] / "labels_novel.txt")
     labels = seen + novel
     model.set_labels(labels)
@@ -139,7 +178,8 @@ def protocols(model, prep: dict, clips_dir: Path, shots: int | None) -> dict:
         row["gzsl_hm"] = harmonic(row["gzsl_seen"], row["gzsl_novel"])
         if model.aligner is not None and read_format(clips_dir).kind == "tokens":
             model.set_labels(seen)
-            row |= {k: v for k, v in explanation_precision(model, clips_dir).items() if k.endswith("precision")}
+            figures = explanation_figures(model, clips_dir)
+            row |= {k: figures[k] for k in EXPLANATION_KEYS}
     return row
 
 
@@ -155,8 +195,8 @@ def run_one(prep: dict, method: str, seed: int, shots: int | None, hyper: dict, 
     that many videos per class of the train split (the videos-per-class sweep). `variant`: one of ALT's design
     variants (DESIGN_VARIANTS), scored on validation only (`test=False`): designs are chosen without the test
     split."""
-    name = (f"{variant or method}-data{prep['seed']}-seed{seed}" + (f"-shots{shots}" if shots else "")
-            + (f"-train{per_class}" if per_class else ""))
+    name = (f"{prep['dataset'].prefix}{variant or method}-data{prep['seed']}-seed{seed}"
+            + (f"-shots{shots}" if shots else "") + (f"-train{per_class}" if per_class else ""))
     schedule = replace(TrainConfig(seed=seed, shots=per_class), **hyper)
     if shots:
         schedule = replace(schedule, shots_file=str(prep["data"] / f"fewshot_{shots}.csv"))
@@ -174,16 +214,18 @@ def run_one(prep: dict, method: str, seed: int, shots: int | None, hyper: dict, 
     summary = train(TrainJob(data=str(prep["root"] / data), corpus=str(prep["root"] / "corpus.parquet"),
                              out=str(run_dir), labels=str(prep["data"] / "labels_seen.txt"), run_name=name,
                              model=model, train=schedule, resume=(run_dir / "ray").exists()))
-    row = {"name": name, "method": method, "variant": variant, "data_seed": prep["seed"], "seed": seed,
-           "shots": shots, "train_per_class": per_class, **settings, "epochs": schedule.epochs,
-           "steps": schedule.steps, "val_top1": summary["best"]["val_top1"], "best_epoch": summary["best"]["epoch"],
-           "train_acc": summary["history"][-1]["train_acc"], "train_seconds": time.time() - start}
+    row = {"name": name, "dataset": prep["dataset"].variant, "method": method, "variant": variant,
+           "data_seed": prep["seed"], "seed": seed, "shots": shots, "train_per_class": per_class, **settings,
+           "epochs": schedule.epochs, "steps": schedule.steps, "val_top1": summary["best"]["val_top1"],
+           "best_epoch": summary["best"]["epoch"], "train_acc": summary["history"][-1]["train_acc"],
+           "checkpoint": summary["checkpoint"], "train_seconds": time.time() - start}
     if test:
         row |= protocols(load_checkpoint(summary["checkpoint"]), prep, prep["root"] / data, shots)
     row["wall_seconds"] = time.time() - start
     row_file.parent.mkdir(parents=True, exist_ok=True)
     row_file.write_text(json.dumps(row, indent=1) + "\n")
-    report(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith(("top1", "hm", "precision"))))
+    report(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                   if k.endswith(("top1", "hm", "precision", "recall"))))
     return row
 
 
@@ -211,7 +253,7 @@ def tuned(prep: dict, method: str, protocol: str, few_shot_steps: int) -> dict:
                                    train=schedule),
                           SearchOptions(space=str(space), concurrent=2, scheduler="asha", resume=out.exists()))
     record = {"method": method, "protocol": protocol, "key": key, "space": str(space.relative_to(ROOT)),
-              "data_seed": prep["seed"], "chosen": summary["best"]["config"],
+              "dataset": prep["dataset"].variant, "data_seed": prep["seed"], "chosen": summary["best"]["config"],
               "best_val_top1": summary["best"]["best_val_top1"], "trial_epochs": summary["trial_epochs"],
               "seconds": summary.get("seconds"),
               "trials": [{k: t[k] for k in ("config", "best_val_top1", "epochs", "stop_reason")}
@@ -233,19 +275,53 @@ def zero_shot_clip(prep: dict) -> dict:
     from alt_core.corpus import EntityCorpus
     from alt_core.model import ALTModel
 
-    name = f"meanpool-data{prep['seed']}"
+    name = f"{prep['dataset'].prefix}meanpool-data{prep['seed']}"
     row_file = RESULTS / "runs" / f"{name}.json"
     if row_file.exists() and json.loads(row_file.read_text())["weights"] == weights_digest():
         return json.loads(row_file.read_text())
     start = time.time()
     model = ALTModel(ALTConfig(adapter="meanpool", tome_r=8), load_backbone("alt-tiny"),
                      EntityCorpus.load(prep["root"] / "corpus.parquet"), read_labels(prep["data"] / "labels_seen.txt"))
-    row = {"name": name, "method": "meanpool", "data_seed": prep["seed"], "seed": None, "shots": None,
-           "weights": weights_digest()} | protocols(model.eval(), prep, prep["root"] / "tokens", None)
+    row = {"name": name, "dataset": prep["dataset"].variant, "method": "meanpool", "data_seed": prep["seed"],
+           "seed": None, "shots": None, "weights": weights_digest()}
+    row |= protocols(model.eval(), prep, prep["root"] / "tokens", None)
     row["wall_seconds"] = time.time() - start
     row_file.parent.mkdir(parents=True, exist_ok=True)
     row_file.write_text(json.dumps(row, indent=1) + "\n")
     return row
+
+
+def gumbel_gradient(prep: dict, row: dict, batches: int = 4) -> dict:
+    """The share of the similarity's gradient the straight-through estimator passes, per region, in the pixels
+    run: its trained checkpoint on train clips of its data, at its temperatures and at OLD_TEMPERATURES
+    (results/gumbel.json; kept while the run is the same)."""
+    path = RESULTS / "gumbel.json"
+    if path.exists() and json.loads(path.read_text())["run"] == {k: row[k] for k in ("name", "model", "train")}:
+        return json.loads(path.read_text())
+    model = load_checkpoint(row["checkpoint"])
+    fmt = read_format(prep["root"] / "pixels")
+    index = {label: i for i, label in enumerate(model.labels)}
+    table = pads.dataset([str(p) for p in existing_shards(prep["root"] / "pixels")], format="parquet").to_table(
+        columns=["video_id", "label", *fmt.payload], filter=pads.field("split") == "train")
+    clips = list(clip_batches(iter([table.slice(32 * i, 32).to_pydict() for i in range(batches)]), fmt, index))
+    measured = {}
+    for name, (temperature, tau) in (("chosen", (model.config.similarity_temperature, model.config.gumbel_tau)),
+                                      ("saturated", OLD_TEMPERATURES)):
+        model.aligner.similarity_temperature, model.aligner.gumbel_tau = temperature, tau
+        shares = []
+        for i, batch in enumerate(clips):
+            torch.manual_seed(i)
+            shares.append(soft_gradient_shares(model.aligner, lambda b=batch: model.loss(model.train()(b.pixels),
+                                                                                           b.targets)))
+            model.zero_grad()
+        shares = torch.cat(shares)
+        measured[name] = {"similarity_temperature": temperature, "gumbel_tau": tau,
+                          "median_share": float(shares.median()), "regions_over_10pct": float((shares > 0.1).float()
+                                                                                                .mean()),
+                          "regions": len(shares)}
+    result = {"run": {k: row[k] for k in ("name", "model", "train")}, "clips": 32 * batches, **measured}
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def throughput(prep: dict) -> dict:
@@ -280,18 +356,23 @@ def cell(values: list[float], n: int | None = None) -> str:
     return text + (f" (se {math.sqrt(mean * (1 - mean) / n):.3f})" if n else "")
 
 
-def select(rows: list[dict], method: str, shots: int | None = None) -> list[dict]:
-    """The runs of one method and shot count on the whole train split (sweep runs left out)."""
-    return sorted((r for r in rows if r["method"] == method and r["shots"] == shots
-                   and r.get("train_per_class") is None),
+def select(rows: list[dict], dataset: str, method: str, shots: int | None = None) -> list[dict]:
+    """The runs of one dataset, method and shot count on the whole train split (design and sweep runs left out)."""
+    return sorted((r for r in rows if r.get("dataset", "actions") == dataset and r["method"] == method
+                   and r["shots"] == shots and r.get("train_per_class") is None and r.get("variant") is None),
                   key=lambda r: (r["data_seed"], r["seed"] or 0))
 
 
-def paired(rows: list[dict], a: str, b: str, key: str, shots: int | None = None) -> dict | None:
+def mean_of(rows: list[dict], dataset: str, method: str, key: str, shots: int | None = None) -> float:
+    values = [r[key] for r in select(rows, dataset, method, shots) if key in r]
+    return statistics.mean(values) if values else float("nan")
+
+
+def paired(rows: list[dict], dataset: str, a: str, b: str, key: str, shots: int | None = None) -> dict | None:
     """Mean difference a - b over runs with the same data and training seed, its standard error, and whether
     it is a win (more than 2 standard errors)."""
-    other = {(r["data_seed"], r["seed"]): r[key] for r in select(rows, b, shots)}
-    diffs = [r[key] - other[(r["data_seed"], r["seed"])] for r in select(rows, a, shots)
+    other = {(r["data_seed"], r["seed"]): r[key] for r in select(rows, dataset, b, shots)}
+    diffs = [r[key] - other[(r["data_seed"], r["seed"])] for r in select(rows, dataset, a, shots)
              if (r["data_seed"], r["seed"]) in other]
     if len(diffs) < 2:
         return None
@@ -300,113 +381,240 @@ def paired(rows: list[dict], a: str, b: str, key: str, shots: int | None = None)
     return {"mean": mean, "se": se, "runs": len(diffs), "verdict": verdict}
 
 
+PAIRED_FIGURES = (("zero_shot_top1", None, "zero-shot top-1, novel-only"), ("gzsl_hm", None, "GZSL HM"),
+                  ("test_top1", None, "supervised top-1"), *(("test_top1", k, f"{k}-shot top-1") for k in SHOTS))
+
+
 def render(rows: list[dict], meta: dict) -> str:
-    speed = meta["throughput"]
-    n_test, n_novel = meta["test_videos"], meta["novel_videos"]
-    methods = [m for m in ("alt", "alt-learned", "temporal", "meanpool", "alt-unfrozen") if select(rows, m)]
+    hyper = meta["hyper"]
+    sup, few = hyper["alt"]["supervised"], hyper["alt"]["few-shot"]
     lines = [
         "# Results", "",
         f"Generated by `{meta['command']}` from the raw per-run results in `results/` "
         "(`python bench/results.py --render-only` rebuilds this file from them alone).", "",
-        f"- **Data**: SynthActions, data seeds {meta['data_seeds']}: per seed {meta['synth']['seen_classes']} seen "
-        f"classes (splits {meta['synth']['splits']}), {meta['synth']['novel_classes']} novel classes (held-out "
-        f"shape x motion compositions, 2 per shape). {meta['videos_per_class']} videos per class "
-        f"({meta['train_per_class']} train); {meta['videos_choice']}",
         f"- **Backbone**: `alt-tiny` (frozen; weights sha256 {meta['weights']}), ToMe r=8 (64 patches -> 48 "
         "regions), 8 frames per view; region tokens cached by `alt decode --cache-tokens`. "
         f"`alt backbone eval --backbone alt-tiny --json`: {meta['backbone_eval']}.",
-        f"- **Corpus**: the label phrases + SynthActions' `entities.jsonl` (entities the backbone knows; the "
-        f"builtin generic entities are for real backbones): {meta['corpus_entities']} entities.",
-        f"- **Training**: the CLI's defaults: {meta['epochs']} epochs, AdamW peak lr 1e-3 with cosine decay, weight "
-        "decay 0.05, batch 32, label smoothing 0.1, adapter width 128, depth 2, 8 queries; 2 random TSN clips per "
-        f"train video; training seeds {meta['train_seeds']}; each run keeps its best validation epoch. Few-shot: "
-        f"`--shots-file fewshot_K.csv --steps {meta['few_shot_steps']} --epochs {FEW_SHOT_EPOCHS}` (the same "
-        "optimizer steps for every K; the lists are fixed by the data, not by the training seed).",
+        "- **Corpus**: each dataset's label phrases + its `entities.jsonl` (entities the backbone knows; the builtin "
+        "generic entities are for real backbones).",
+        f"- **Training**: the CLI's defaults (`alt train` with no options: {sup['epochs']} epochs, AdamW peak lr "
+        f"{sup['lr']:g} with cosine decay, weight decay {sup['weight_decay']:g}, batch 32, label smoothing 0.1, "
+        "adapter width 128, depth 2, 8 queries; 2 random TSN clips per train video), except that each method's "
+        "learning rate and weight decay (few-shot: learning rate and step budget) come from its own search on "
+        f"validation (section 'Hyperparameters chosen on validation'; ALT's are the CLI's defaults). Training seeds "
+        f"{meta['train_seeds']}; each run keeps its best validation epoch. Few-shot: `alt train --shots-file "
+        f"fewshot_K.csv --steps {few['steps']} --epochs {few['epochs']} --lr {few['lr']:g}` for ALT (the same "
+        "optimizer steps for every K; the lists are fixed by the data, not by the training seed), validated on at "
+        "most K videos per class.",
         "- **Protocols**: test views = 2 temporal clips x 1 crop, logits averaged. Zero-shot (novel-only): the "
-        "supervised checkpoints against the 16 novel class names on the novel videos. Generalized zero-shot: "
-        "against all 88 names, on the seen test videos and the novel videos; HM = harmonic mean.",
-        f"- **Error bars**: mean ± std over runs (data seeds x training seeds); (se) = binomial standard error of "
-        f"one test set at that accuracy ({n_test} seen test videos, {n_novel} novel videos per data seed).",
+        "supervised checkpoints against the novel class names on the novel videos. Generalized zero-shot: against "
+        "all names, on the seen test videos and the novel videos; HM = harmonic mean.",
+        "- **Error bars**: mean ± std over runs (data seeds x training seeds); (se) = binomial standard error of "
+        "one test set at that accuracy; paired margins: same data and training seed, a win or loss beyond 2 "
+        "standard errors of the paired differences.",
         f"- **Machine**: {meta['machine']}. Runtime: the {len(rows)} runs' wall times sum to "
-        f"{sum(r['wall_seconds'] for r in rows) / 3600:.1f} h, plus data preparation "
+        f"{sum(r['wall_seconds'] for r in rows) / 3600:.1f} h, the searches' to "
+        f"{sum(t['seconds'] or 0 for t in meta['tuning']) / 3600:.1f} h, plus data preparation "
         f"({meta['prepare_seconds'] / 60:.0f} min in the invocation that wrote this page; generating and decoding "
-        "the data from scratch takes a few minutes more). A rerun reuses finished runs. By these runs' mean wall "
-        f"times, the full default protocol (`python bench/results.py`: 2 data seeds x 3 training seeds, few-shot "
-        f"on both data seeds, 1 ALT run from pixels, the videos-per-class sweep) takes about "
-        f"{full_protocol_hours(rows):.1f} h on this machine.",
-        "", "## Supervised and zero-shot", "",
-        "| method | supervised top-1 (72-way) | zero-shot top-1, novel-only (16-way; shape-only ref. 0.500) "
-        "| GZSL seen | GZSL novel | GZSL HM | explanation precision | runs |",
-        "|---|---|---|---|---|---|---|---|",
+        "the data from scratch takes some minutes more per data seed). A rerun reuses finished runs and searches.",
     ]
-    for m in methods:
-        sup = select(rows, m)
-        name = NAMES[m] + (f", {sup[0]['epochs']} epochs" if m == "alt-unfrozen" else "")
-        col = {k: [r[k] for r in sup if k in r] for k in ("test_top1", "zero_shot_top1", "gzsl_seen", "gzsl_novel",
-                                                          "gzsl_hm", "explanation_precision")}
-        lines.append(f"| {name} | {cell(col['test_top1'], n_test)} | {cell(col['zero_shot_top1'], n_novel)} | "
-                     f"{cell(col['gzsl_seen'], n_test)} | {cell(col['gzsl_novel'], n_novel)} | {cell(col['gzsl_hm'])} "
-                     f"| {cell(col['explanation_precision'], n_test)} | {len(sup)} |")
-    lines += ["", "## Few-shot (seen test split, 72-way)", "",
-              "| method | " + " | ".join(f"{k}-shot top-1" for k in SHOTS) + " |", "|---|" + "---|" * len(SHOTS)]
-    for m in ("alt", "alt-learned", "temporal"):
-        lines.append(f"| {NAMES[m]} | " + " | ".join(cell([r["test_top1"] for r in select(rows, m, k)], n_test)
-                                                      for k in SHOTS) + " |")
-    zs = [r["test_top1"] for r in select(rows, "meanpool")]
-    lines.append(f"| {NAMES['meanpool']} (0 shots) | " + " | ".join(cell(zs, n_test) for _ in SHOTS) + " |")
-    lines += reading(rows, meta)
-    lines += throughput_section(speed)
+    for name in meta["datasets"]:
+        lines += dataset_section(rows, meta, DATASETS[name])
+    lines += explanation_section(rows, meta)
+    lines += design_section(rows)
+    lines += tuning_section(meta["tuning"])
+    lines += gumbel_section(meta.get("gumbel"))
+    lines += ["", *meta.get("notes", [])]
+    lines += throughput_section(meta["throughput"])
     lines += videos_sweep(rows, meta)
     lines += error_breakdown(meta)
     lines += side_benchmarks()
     return "\n".join(lines) + "\n"
 
 
-def full_protocol_hours(rows: list[dict], data_seeds: int = 2, train_seeds: int = 3, unfrozen_seeds: int = 1) -> float:
-    """The trained runs of the default invocation, each timed at its kind's mean wall time here (the
-    videos-per-class sweep at its own)."""
-    kinds = [(select(rows, m, shots), data_seeds * train_seeds) for m in METHODS for shots in (None, *SHOTS)]
-    kinds.append((select(rows, "alt-unfrozen"), unfrozen_seeds))
-    seconds = sum(statistics.mean(r["wall_seconds"] for r in kind) * runs for kind, runs in kinds if kind)
-    return (seconds + sum(r["wall_seconds"] for r in rows if r.get("train_per_class"))) / 3600
-
-
-def reading(rows: list[dict], meta: dict) -> list[str]:
-    """Goals and margins, every figure computed from the rows."""
-    def mean(method: str, key: str, shots: int | None = None) -> float:
-        values = [r[key] for r in select(rows, method, shots) if key in r]
-        return statistics.mean(values) if values else float("nan")
-
-    figures = {"supervised": mean("alt", "test_top1"), "zero_shot": mean("alt", "zero_shot_top1"),
-               "gzsl_hm": mean("alt", "gzsl_hm"), "shots4": mean("alt", "test_top1", 4),
-               "explanation_precision": mean("alt", "explanation_precision")}
-    titles = {"supervised": "supervised top-1", "zero_shot": "zero-shot top-1 (novel-only)",
-              "gzsl_hm": "generalized zero-shot HM", "shots4": "4-shot top-1",
-              "explanation_precision": "explanation precision"}
-    lines = ["", "## Against the goals (ALT, shipped alt-tiny, frozen, cached tokens)", "",
-             "| figure | ALT | goal | |", "|---|---|---|---|"]
-    for key, goal in GOALS.items():
-        lines.append(f"| {titles[key]} | {figures[key]:.3f} | >= {goal:.2f} | "
-                     f"**{'met' if figures[key] >= goal else 'not met'}** |")
-    lines += ["", "## Does entity alignment help? Paired margins (same data and training seed)", "",
-              "A win is a mean margin above 2 standard errors of the paired differences; a loss the same below 0.", "",
-              "| ALT minus | figure | margin (points) | se (points) | runs | verdict |", "|---|---|---|---|---|---|"]
+def dataset_section(rows: list[dict], meta: dict, dataset: Dataset) -> list[str]:
+    """One dataset's tables: supervised and zero-shot, few-shot, goals, paired margins."""
+    info = meta["datasets"][dataset.variant]
+    n_test, n_novel = info["test_videos"], info["novel_videos"]
+    methods = [m for m in ("alt", "alt-learned", "temporal", "meanpool", "alt-unfrozen")
+               if select(rows, dataset.variant, m)]
+    lines = ["", f"## {dataset.title}", "",
+             f"Data seeds {info['data_seeds']}: per seed {info['synth']['seen_classes']} seen classes (splits "
+             f"{info['synth']['splits']}), {info['synth']['novel_classes']} novel classes; "
+             f"{info['videos_per_class']} videos per class; corpus of {info['corpus_entities']} entities. "
+             f"{info['description']}", "",
+             "| method | supervised top-1 | zero-shot top-1, novel-only "
+             f"({dataset.reference_factor}-only ref. {info['reference']:.3f}) | GZSL seen | GZSL novel | GZSL HM "
+             "| runs |", "|---|---|---|---|---|---|---|"]
+    for m in methods:
+        runs = select(rows, dataset.variant, m)
+        name = NAMES[m] + (f", {runs[0]['epochs']} epochs" if m == "alt-unfrozen" else "")
+        col = {k: [r[k] for r in runs if k in r] for k in ("test_top1", "zero_shot_top1", "gzsl_seen", "gzsl_novel",
+                                                           "gzsl_hm")}
+        lines.append(f"| {name} | {cell(col['test_top1'], n_test)} | {cell(col['zero_shot_top1'], n_novel)} | "
+                     f"{cell(col['gzsl_seen'], n_test)} | {cell(col['gzsl_novel'], n_novel)} | {cell(col['gzsl_hm'])} "
+                     f"| {len(runs)} |")
+    lines += ["", "Few-shot (seen test split; the lists `fewshot_K.csv`):", "",
+              "| method | " + " | ".join(f"{k}-shot top-1" for k in SHOTS) + " | runs keeping their last epoch |",
+              "|---|" + "---|" * (len(SHOTS) + 1)]
+    for m in METHODS:
+        runs = [r for k in SHOTS for r in select(rows, dataset.variant, m, k)]
+        last = sum(r["best_epoch"] == r["epochs"] for r in runs)
+        lines.append(f"| {NAMES[m]} | " + " | ".join(cell([r["test_top1"] for r in select(rows, dataset.variant, m,
+                                                                                              k)], n_test)
+                                                      for k in SHOTS) + f" | {last} of {len(runs)} |")
+    zs = [r["test_top1"] for r in select(rows, dataset.variant, "meanpool")]
+    lines.append(f"| {NAMES['meanpool']} (0 shots) | " + " | ".join(cell(zs, n_test) for _ in SHOTS) + " | |")
+    lines += goals_table(rows, dataset)
+    lines += ["", "Paired margins, ALT minus the control, in points:", "",
+              "| ALT minus | figure | margin | se | runs | verdict |", "|---|---|---|---|---|---|"]
     for other in ("temporal", "alt-learned"):
-        for key, shots, title in (("zero_shot_top1", None, "zero-shot top-1"), ("gzsl_hm", None, "GZSL HM"),
-                                  ("test_top1", None, "supervised top-1"),
-                                  *(("test_top1", k, f"{k}-shot top-1") for k in SHOTS)):
-            p = paired(rows, "alt", other, key, shots)
+        for key, shots, title in PAIRED_FIGURES:
+            p = paired(rows, dataset.variant, "alt", other, key, shots)
             if p:
                 lines.append(f"| {NAMES[other]} | {title} | {100 * p['mean']:+.1f} | {100 * p['se']:.1f} | "
                              f"{p['runs']} | {p['verdict']} |")
-    lines += ["", *meta.get("notes", [])]
+    return lines
+
+
+def goals_table(rows: list[dict], dataset: Dataset) -> list[str]:
+    """The issue goals, each computed from the rows: absolute figures and margins against the controls."""
+    d = dataset.variant
+
+    def margin(other: str, key: str, shots: int | None = None) -> dict:
+        return paired(rows, d, "alt", other, key, shots) or {"mean": float("nan"), "se": float("nan"),
+                                                             "verdict": "-"}
+
+    rows_out = []
+    if d == "actions":
+        for title, key, shots, goal in (("supervised top-1", "test_top1", None, 0.90),
+                                        ("zero-shot top-1, novel-only", "zero_shot_top1", None, 0.85),
+                                        ("GZSL HM", "gzsl_hm", None, 0.70), ("4-shot top-1", "test_top1", 4, 0.60)):
+            value = mean_of(rows, d, "alt", key, shots)
+            rows_out.append((f"ALT {title} >= {goal:.2f}", f"{value:.3f}", value >= goal))
+        m = margin("temporal", "test_top1", 4)
+        rows_out.append(("ALT 4-shot within 2 points of the temporal transformer",
+                         f"{100 * m['mean']:+.1f} points", m["mean"] >= -0.02))
+        for title, key in (("supervised", "test_top1"), ("zero-shot", "zero_shot_top1")):
+            m = margin("temporal", key)
+            rows_out.append((f"ALT no loss beyond 2 se against the temporal transformer, {title}",
+                             f"{100 * m['mean']:+.1f} (se {100 * m['se']:.1f})", m["verdict"] != "loss"))
+        wins = [t for key, shots, t in PAIRED_FIGURES if (margin("alt-learned", key, shots))["verdict"] == "win"]
+        rows_out.append(("ALT ahead of its learned-query ablation beyond 2 se on a protocol",
+                         ", ".join(wins) or "on none", bool(wins)))
+    else:
+        for key, shots, title in (("zero_shot_top1", None, "novel-only zero-shot"), ("test_top1", 4, "4-shot")):
+            m = margin("temporal", key, shots)
+            rows_out.append((f"ALT ahead of the temporal transformer beyond 2 se, {title}",
+                             f"{100 * m['mean']:+.1f} (se {100 * m['se']:.1f})", m["verdict"] == "win"))
+        m = margin("alt-learned", "zero_shot_top1")
+        rows_out.append(("ALT ahead of its learned-query ablation beyond 2 se, novel-only zero-shot",
+                         f"{100 * m['mean']:+.1f} (se {100 * m['se']:.1f})", m["verdict"] == "win"))
+    for title, key, goal in (("object recall", "object_recall", 0.90), ("entity precision", "entity_precision", 0.90)):
+        value = mean_of(rows, d, "alt", key)
+        rows_out.append((f"ALT {title} >= {goal:.2f}", f"{value:.3f}", value >= goal))
+    runs = [r for r in select(rows, d, "alt") if "faithfulness" in r]
+    beyond = [r["faithfulness"] > 2 * r["faithfulness_se"] for r in runs]
+    rows_out.append(("faithfulness: removing the top entity lowers the logit more than a random one, beyond 2 se",
+                     f"{sum(beyond)} of {len(runs)} runs", bool(runs) and all(beyond)))
+    return ["", "Goals:", "", "| goal | measured | |", "|---|---|---|"] + [
+        f"| {goal} | {value} | **{'met' if met else 'not met'}** |" for goal, value, met in rows_out]
+
+
+def explanation_section(rows: list[dict], meta: dict) -> list[str]:
+    """ALT's explanation figures on both datasets (alt_core/synthetic/grounding.py), seen test split, top 3."""
+    lines = ["", "## Explanations (ALT, seen test split, top-3 entities of the first view)", "",
+             "Entity precision counts only units that can be checked against the clip (backgrounds; one shape, "
+             "optionally one colour); all-top-3: all three checkable and in the clip; object recall: the key object "
+             "(SynthObjects) or the actor's shape (SynthActions) among them; faithfulness: the predicted class's "
+             "logit drop when the top entity's query is removed minus the drop when a random other valid query is "
+             "(mean over clips, per run; in logit units).", "",
+             "| dataset | entity precision | all-top-3 | object recall | faithfulness | runs | units left out |",
+             "|---|---|---|---|---|---|---|"]
+    for name in meta["datasets"]:
+        runs = [r for r in select(rows, name, "alt") if "object_recall" in r]
+        if not runs:
+            continue
+        n = meta["datasets"][name]["test_videos"]
+        faith = cell([r["faithfulness"] for r in runs]) + f" (se of one run {runs[0]['faithfulness_se']:.3f})"
+        left_out = runs[0]["uncheckable_units"]
+        lines.append(f"| {DATASETS[name].title} | {cell([r['entity_precision'] for r in runs])} | "
+                     f"{cell([r['all_top_precision'] for r in runs], n)} | "
+                     f"{cell([r['object_recall'] for r in runs], n)} | {faith} | {len(runs)} | {len(left_out)}: {', '.join(left_out[:12])}"
+                     f"{', ...' if len(left_out) > 12 else ''} |")
+    return lines
+
+
+def design_section(rows: list[dict]) -> list[str]:
+    """ALT's adapter variants on validation, and the kept one's test figures."""
+    variants = {r["variant"]: {} for r in rows if r.get("variant")}
+    for r in rows:
+        if r.get("variant"):
+            variants[r["variant"]]["few" if r["shots"] else "sup"] = r["val_top1"]
+    if not variants:
+        return []
+    kept = next((v for v, settings in DESIGN_VARIANTS.items()
+                 if all(ALTConfig().to_dict()[k] == value for k, value in settings.items())), None)
+    lines = ["", "## ALT's design, chosen on validation (SynthActions data seed 0, training seed 0)", "",
+             f"Each variant at lr {DESIGN_HYPER['lr']:g}, weight decay {DESIGN_HYPER['weight_decay']:g}; supervised: "
+             f"validation top-1 (all validation videos); {DESIGN_SHOTS}-shot: validation top-1 on {DESIGN_SHOTS} "
+             "videos per class. Every variant contains the temporal transformer (docs/method.md, 'Adapter').", "",
+             "| variant | alignment bias | trajectory in the query | region positions | supervised val | "
+             f"{DESIGN_SHOTS}-shot val | |", "|---|---|---|---|---|---|---|"]
+    for name, settings in DESIGN_VARIANTS.items():
+        if name not in variants:
+            continue
+        score = variants[name]
+        flags = " | ".join("yes" if settings[k] else "no" for k in ("alignment_bias", "query_trajectory",
+                                                                   "region_positions"))
+        lines.append(f"| {name} | {flags} | {score.get('sup', float('nan')):.3f} | "
+                     f"{score.get('few', float('nan')):.3f} | {'**kept**' if name == kept else ''} |")
+    alt = [r for r in select(rows, "actions", "alt") if r["data_seed"] == 0 and r["seed"] == 0]
+    if kept and alt:
+        lines += ["", f"The kept variant ({kept}, the default) in the protocol above, data seed 0, training seed 0: "
+                      f"supervised test top-1 {alt[0]['test_top1']:.3f}, novel-only zero-shot "
+                      f"{alt[0]['zero_shot_top1']:.3f}, GZSL HM {alt[0]['gzsl_hm']:.3f}."]
+    return lines
+
+
+def tuning_section(records: list[dict]) -> list[str]:
+    """Each method's search and what it chose."""
+    if not records:
+        return []
+    lines = ["", "## Hyperparameters chosen on validation (`alt tune`, SynthActions data seed 0)", "",
+             "The same space and trial budget for every method, ASHA on validation top-1; the chosen settings train "
+             "that method on both datasets.", "",
+             "| method | protocol | space | trials | trial-epochs | chosen | best val top-1 | search h |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in records:
+        chosen = ", ".join(f"{k} {v:g}" for k, v in sorted(t["chosen"].items()))
+        lines.append(f"| {NAMES[t['method']]} | {t['protocol']} | `{t['space']}` | {len(t['trials'])} | "
+                     f"{t['trial_epochs']} | {chosen} | {t['best_val_top1']:.3f} | {(t['seconds'] or 0) / 3600:.2f} |")
+    return lines
+
+
+def gumbel_section(gumbel: dict | None) -> list[str]:
+    if not gumbel:
+        return []
+    lines = ["", "## The straight-through Gumbel estimator in the pixels run", "",
+             f"Per region, the share of the similarity's gradient that flows through the soft assignment rather than "
+             f"the score it weights (`alt_core.alignment.soft_gradient_shares`), on {gumbel['clips']} train clips "
+             f"through the trained checkpoint of `{gumbel['run']['name']}`:", "",
+             "| temperatures | similarity T | Gumbel tau | median share | regions above 10% |", "|---|---|---|---|---|"]
+    for name in ("saturated", "chosen"):
+        g = gumbel[name]
+        lines.append(f"| {'before (saturated)' if name == 'saturated' else 'the defaults'} | "
+                     f"{g['similarity_temperature']:g} | {g['gumbel_tau']:g} | {g['median_share']:.3g} | "
+                     f"{g['regions_over_10pct']:.3f} |")
     return lines
 
 
 def videos_sweep(rows: list[dict], meta: dict) -> list[str]:
     """ALT's validation top-1 against the training videos per class (data seed 0, training seed 0)."""
-    sweep = sorted((r for r in rows if r["method"] == "alt" and r["data_seed"] == 0 and r["seed"] == 0
-                    and r["shots"] is None), key=lambda r: r.get("train_per_class") or meta["train_per_class"])
+    train_per_class = meta["datasets"]["actions"]["train_per_class"]
+    sweep = sorted((r for r in rows if r.get("dataset", "actions") == "actions" and r["method"] == "alt"
+                    and r["data_seed"] == 0 and r["seed"] == 0 and r["shots"] is None and r.get("variant") is None),
+                   key=lambda r: r.get("train_per_class") or train_per_class)
     if len(sweep) < 2:
         return []
     lines = ["## Training videos per class (ALT, chosen on validation)", "",
@@ -414,11 +622,11 @@ def videos_sweep(rows: list[dict], meta: dict) -> list[str]:
              "schedule; validation top-1 of the kept epoch. The test split plays no part.", "",
              "| train videos per class | validation top-1 | best epoch | wall s |", "|---|---|---|---|"]
     for r in sweep:
-        lines.append(f"| {r.get('train_per_class') or meta['train_per_class']} | {r['val_top1']:.3f} | "
+        lines.append(f"| {r.get('train_per_class') or train_per_class} | {r['val_top1']:.3f} | "
                      f"{r['best_epoch']} | {r['wall_seconds']:.0f} |")
     best = max(sweep, key=lambda r: r["val_top1"])
     if best is sweep[-1]:
-        lines += ["", f"The whole split ({meta['train_per_class']} per class) is best on validation, so the tables "
+        lines += ["", f"The whole split ({train_per_class} per class) is best on validation, so the tables "
                       "above use it; validation still rising at the largest size says more videos would help."]
     else:
         lines += ["", f"{best['train_per_class']} per class is best on validation, by "
@@ -558,6 +766,8 @@ def side_benchmarks() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "results"), help="work directory (data, tokens, runs)")
+    parser.add_argument("--datasets", type=lambda text: [d for d in text.split(",") if d],
+                        default=list(DATASETS), help="comma list of " + ", ".join(DATASETS))
     parser.add_argument("--data-seeds", type=int, default=2)
     parser.add_argument("--train-seeds", type=int, default=3)
     parser.add_argument("--videos-per-class", type=int, default=40)
@@ -565,51 +775,63 @@ def main() -> None:
                         help="optimizer steps of the design variants' few-shot runs (the search chooses the others')")
     parser.add_argument("--few-shot-data-seeds", type=int, default=2, help="run few-shot on the first N data seeds")
     parser.add_argument("--unfrozen-seeds", type=int, default=1,
-                        help="training seeds of ALT with the last image block trained from pixels (data seed 0)")
+                        help="training seeds of ALT with the last image block trained from pixels (SynthActions "
+                             "data seed 0)")
     parser.add_argument("--unfrozen-epochs", type=int, default=TrainConfig().epochs,
                         help="epochs of those runs (default: as the frozen runs; from pixels an epoch costs ~4x one "
                              "from tokens on 2 CPUs)")
     parser.add_argument("--videos-sweep", type=lambda text: [int(k) for k in text.split(",") if k], default=[8, 16],
-                        help="also train ALT on these videos per class of data seed 0's train split (comma list; "
-                             "empty: none) to show on validation whether the full split is enough")
+                        help="also train ALT on these videos per class of SynthActions data seed 0's train split "
+                             "(comma list; empty: none) to show on validation whether the full split is enough")
     parser.add_argument("--render-only", action="store_true", help="rebuild RESULTS.md from results/ alone")
     parser.add_argument("--only", choices=["design", "tune"],
                         help="run the stages up to this one only (their runs are reused later)")
     args = parser.parse_args()
+    unknown = sorted(set(args.datasets) - set(DATASETS))
+    if unknown or not args.datasets:
+        parser.error(f"--datasets takes a comma list of {', '.join(DATASETS)}")
     meta_file = RESULTS / "meta.json"
     if not args.render_only:
         out = Path(args.out).resolve()
         setup_logging()
         ensure_ray()
         start = time.time()
-        preps = [prepare(out, d, args.videos_per_class, train_clips=2) for d in range(args.data_seeds)]
-        if args.unfrozen_seeds:
-            preps[0] = prepare(out, 0, args.videos_per_class, train_clips=2, pixels=True)
+        actions = [prepare(out, DATASETS["actions"], d, args.videos_per_class,
+                           pixels=d == 0 and args.unfrozen_seeds > 0) for d in range(args.data_seeds)]
         prepare_seconds = time.time() - start
         for variant in DESIGN_VARIANTS:
             for shots in (None, DESIGN_SHOTS):
                 hyper = DESIGN_HYPER | ({"epochs": FEW_SHOT_EPOCHS, "steps": args.few_shot_steps} if shots else {})
-                run_one(preps[0], "alt", 0, shots, hyper, variant=variant, test=False)
+                run_one(actions[0], "alt", 0, shots, hyper, variant=variant, test=False)
         if args.only == "design":
             return
-        hyper = {(m, p): chosen_hyper(tuned(preps[0], m, p, args.few_shot_steps), p)
-                 for m in METHODS for p in SEARCH_SPACES}
+        records = [tuned(actions[0], m, p, args.few_shot_steps) for m in METHODS for p in SEARCH_SPACES]
+        hyper = {(t["method"], t["protocol"]): chosen_hyper(t, t["protocol"]) for t in records}
         if args.only == "tune":
             return
-        for prep in preps:
-            zero_shot_clip(prep)
-            shots_here = [k for k in SHOTS if prep["seed"] < args.few_shot_data_seeds
-                          and (prep["data"] / f"fewshot_{k}.csv").exists()]
-            for method in METHODS:
-                for seed in range(args.train_seeds):
-                    for shots in (None, *shots_here):
-                        run_one(prep, method, seed, shots, hyper[method, "few-shot" if shots else "supervised"])
-        for per_class in args.videos_sweep:
-            run_one(preps[0], "alt", 0, None, hyper["alt", "supervised"], per_class=per_class)
-        for seed in range(args.unfrozen_seeds):
-            run_one(preps[0], "alt-unfrozen", seed, None,
-                    hyper["alt", "supervised"] | {"epochs": args.unfrozen_epochs}, data="pixels", unfreeze=1)
-        meta = collect_meta(preps, args, throughput(preps[0]), prepare_seconds)
+        gumbel = None
+        for name in args.datasets:
+            start = time.time()
+            preps = actions if name == "actions" else [prepare(out, DATASETS[name], d, args.videos_per_class)
+                                                       for d in range(args.data_seeds)]
+            prepare_seconds += time.time() - start
+            for prep in preps:
+                zero_shot_clip(prep)
+                shots_here = [k for k in SHOTS if prep["seed"] < args.few_shot_data_seeds
+                              and (prep["data"] / f"fewshot_{k}.csv").exists()]
+                for method in METHODS:
+                    for seed in range(args.train_seeds):
+                        for shots in (None, *shots_here):
+                            run_one(prep, method, seed, shots, hyper[method, "few-shot" if shots else "supervised"])
+            if name != "actions":
+                continue
+            for per_class in args.videos_sweep:
+                run_one(preps[0], "alt", 0, None, hyper["alt", "supervised"], per_class=per_class)
+            for seed in range(args.unfrozen_seeds):
+                row = run_one(preps[0], "alt-unfrozen", seed, None,
+                              hyper["alt", "supervised"] | {"epochs": args.unfrozen_epochs}, data="pixels", unfreeze=1)
+                gumbel = gumbel or gumbel_gradient(preps[0], row)
+        meta = collect_meta(actions, args, records, gumbel, throughput(actions[0]), prepare_seconds)
         meta_file.write_text(json.dumps(meta, indent=1) + "\n")
     meta = json.loads(meta_file.read_text())
     rows = [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
@@ -619,26 +841,43 @@ def main() -> None:
     report(table)
 
 
-def collect_meta(preps: list[dict], args, speed: dict, prepare_seconds: float) -> dict:
+DESCRIPTIONS = {
+    "actions": "A shape performs one of 11 motions; a class is shape x motion, the novel classes are held-out "
+               "shape x motion compositions (2 per shape).",
+    "objects": "A white circle chases, collides with or orbits a small key object (one of 6 colour-shape kinds) in "
+               "one of 4 scenes, with 2 distractor objects of other kinds; a class is interaction x object x scene, "
+               "the novel classes are unseen triples of seen pairs (design: docs/method.md, 'SynthObjects').",
+}
+
+
+def collect_meta(actions: list[dict], args, records: list[dict], gumbel: dict | None, speed: dict,
+                 prepare_seconds: float) -> dict:
     """What the page states about data, backbone, protocol and machine (results/meta.json)."""
     from alt_core.synthetic.pretrain import evaluate_backbone
 
-    synth = preps[0]["synth"]
     probe = evaluate_backbone(None, "alt-tiny")
     keys = ("single_object_top1", "background_top1", "two_object_both_in_top2", "region_to_entity_top1",
             "motion_top1", "same_shape_class_cosine")
+    datasets = {}
+    for name in args.datasets:
+        root = Path(args.out).resolve() / f"alt-tiny-{weights_digest()}"
+        data = root / f"{DATASETS[name].prefix}data0"
+        synth_meta = json.loads((data / "synth" / "synth.json").read_text())
+        novel = read_labels(data / "synth" / "labels_novel.txt")
+        datasets[name] = {
+            "data_seeds": list(range(args.data_seeds)), "videos_per_class": args.videos_per_class,
+            "synth": {k: synth_meta[k] for k in ("seen_classes", "novel_classes", "splits")},
+            "train_per_class": synth_meta["splits"]["train"] // synth_meta["seen_classes"],
+            "test_videos": synth_meta["splits"]["test"], "novel_videos": synth_meta["splits"]["novel"],
+            "corpus_entities": len(pads.dataset(str(data / "corpus.parquet")).to_table(columns=["unit"])),
+            "reference": DATASETS[name].reference(novel), "description": DESCRIPTIONS[name]}
+    hyper = {}
+    for t in records:
+        hyper.setdefault(t["method"], {})[t["protocol"]] = TrainConfig().to_dict() | chosen_hyper(t, t["protocol"])
     return {
         "command": " ".join(["python bench/results.py", *sys.argv[1:]]),
-        "weights": weights_digest(), "data_seeds": [p["seed"] for p in preps],
-        "train_seeds": list(range(args.train_seeds)), "epochs": TrainConfig().epochs,
-        "few_shot_steps": args.few_shot_steps,
-        "synth": {k: synth[k] for k in ("seen_classes", "novel_classes", "splits")},
-        "videos_per_class": args.videos_per_class, "train_per_class": synth["splits"]["train"] // synth["seen_classes"],
-        "videos_choice": ("the training videos per class were checked on validation (section 'Training videos "
-                          "per class' below)." if args.videos_sweep else
-                          "no validation sweep of the training videos per class was run (--videos-sweep '')."),
-        "test_videos": synth["splits"]["test"], "novel_videos": synth["splits"]["novel"],
-        "corpus_entities": preps[0]["corpus"]["entities"],
+        "weights": weights_digest(), "train_seeds": list(range(args.train_seeds)), "datasets": datasets,
+        "tuning": [{k: v for k, v in t.items() if k != "key"} for t in records], "hyper": hyper, "gumbel": gumbel,
         "backbone_eval": ", ".join(f"{k} {probe[k]}" for k in keys if k in probe),
         "machine": torch_machine(), "prepare_seconds": prepare_seconds, "throughput": speed,
         "notes": json.loads(meta_notes.read_text()) if (meta_notes := RESULTS / "notes.json").exists() else [],

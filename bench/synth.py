@@ -1,6 +1,6 @@
 """SynthActions generation throughput, 16 frames at 64x64, one worker against several.
 
-Usage: python bench/synth.py [--clips N] [--workers W]. Measures generate_synth_actions end to end
+Usage: python bench/synth.py [--clips N] [--workers W]. Measures generate_dataset end to end
 (pool start, render, H.264 encode, write), so the ratio shows what the extra processes really buy.
 """
 
@@ -15,7 +15,8 @@ import time
 
 from machine import cpu_model
 
-from alt_core.synthetic.synth import all_classes, generate_synth_actions
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.synth import all_classes
 
 FRAMES, SIZE = 16, 64
 
@@ -26,7 +27,7 @@ def _run(clips: int, workers: int) -> dict:
     per_class = math.ceil(clips / len(classes))
     subset = classes[: math.ceil(clips / per_class)]
     with tempfile.TemporaryDirectory(prefix="synth_bench_") as out:
-        return generate_synth_actions(out, seed=0, classes=subset, videos_per_class=per_class, frames=FRAMES,
+        return generate_dataset(out, seed=0, classes=subset, videos_per_class=per_class, frames=FRAMES,
                                       size=SIZE, workers=workers, fewshot=())
 
 

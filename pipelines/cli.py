@@ -172,6 +172,8 @@ def backbone_eval(
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Option(..., help="output directory"),
+    variant: str = typer.Option("actions", help="actions (SynthActions: shape x motion) | objects (SynthObjects: "
+                                                "an actor's interaction with a small object in a scene)"),
     seed: int = typer.Option(0),
     classes: list[str] = typer.Option(None, help="restrict to these class names (repeat the flag)"),
     videos_per_class: int = typer.Option(8, min=1),
@@ -179,11 +181,11 @@ def data_synth(
     size: int = typer.Option(64, min=16),
     workers: int = typer.Option(2, min=1),
 ) -> None:
-    """Generate SynthActions: mp4 videos, manifest, seen/novel label files, few-shot lists."""
-    from alt_core.synthetic.synth import generate_synth_actions
+    """Generate a dataset: mp4 videos, manifest, seen/novel label files, few-shot lists, entity file."""
+    from alt_core.synthetic.dataset import generate_dataset
 
-    _echo_json(generate_synth_actions(out, seed=seed, classes=classes or None, videos_per_class=videos_per_class,
-                                      frames=frames, size=size, workers=workers))
+    _echo_json(generate_dataset(out, variant, seed=seed, classes=classes or None, videos_per_class=videos_per_class,
+                                frames=frames, size=size, workers=workers))
 
 
 @corpus_app.command("build")

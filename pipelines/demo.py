@@ -18,7 +18,8 @@ from pathlib import Path
 
 from alt_core.config import DecodeSpec, TrainConfig
 from alt_core.manifest import read_manifest
-from alt_core.synthetic.synth import generate_synth_actions, split_classes
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.synth import split_classes
 from pipelines.console import ensure_ray
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
@@ -48,7 +49,7 @@ def run_demo(out: str | Path, videos_per_class: int = 6, seed: int = 0, port: in
         shutil.rmtree(out / stage, ignore_errors=True)  # tokens), and makes its registry anew
     start = time.time()
     data = out / "synth"
-    synth = generate_synth_actions(data, seed=seed, classes=demo_classes(), videos_per_class=videos_per_class,
+    synth = generate_dataset(data, seed=seed, classes=demo_classes(), videos_per_class=videos_per_class,
                                    frames=16, size=64, fewshot=())
     logger.info(f"synth: {synth['videos']} SynthActions videos ({synth['seen_classes']} seen, "
                 f"{synth['novel_classes']} novel classes) in {data}")

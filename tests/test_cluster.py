@@ -27,7 +27,8 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from alt_core.clips import read_quarantine
 from alt_core.config import DecodeSpec
 from alt_core.corpus import EntityCorpus
-from alt_core.synthetic.synth import all_classes, generate_synth_actions
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.synth import all_classes
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from tests.helpers import free_port
@@ -44,7 +45,7 @@ SPEC = DecodeSpec(**SPEC_ARGS)
 def dataset(tmp_path_factory) -> Path:
     """4 small videos plus a row whose file is missing; returns the manifest."""
     root = tmp_path_factory.mktemp("synth")
-    generate_synth_actions(root, seed=1, classes=CLASSES, videos_per_class=2, frames=8, size=32, workers=1,
+    generate_dataset(root, seed=1, classes=CLASSES, videos_per_class=2, frames=8, size=32, workers=1,
                            fewshot=())
     manifest = root / "manifest_missing.csv"
     manifest.write_text((root / "manifest.csv").read_text() + f"videos/missing.mp4,{CLASSES[0]},test\n")

@@ -22,7 +22,8 @@ from alt_core.clips import frames_from_bytes, read_format, read_quarantine, shar
 from alt_core.config import BackboneSpec, DecodeSpec
 from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import video_id
-from alt_core.synthetic.synth import all_classes, generate_synth_actions
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.synth import all_classes
 from pipelines.decode import decode_manifest
 from tests.helpers import make_model, write_weights
 
@@ -55,7 +56,7 @@ def write_bad_videos(good: Path, bad_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    generate_synth_actions(root, seed=0, classes=CLASSES, videos_per_class=3, frames=16, size=64, workers=1,
+    generate_dataset(root, seed=0, classes=CLASSES, videos_per_class=3, frames=16, size=64, workers=1,
                            fewshot=())
     with (root / "manifest.csv").open() as f:
         rows = list(csv.reader(f))

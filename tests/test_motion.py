@@ -6,6 +6,7 @@ import torch
 
 from alt_core.backbone import load_backbone
 from alt_core.config import PretrainConfig
+from alt_core.synthetic.dataset import generate_dataset
 from alt_core.synthetic.grounding import clip_spec_of, entity_in_clip
 from alt_core.synthetic.motion import (
     ClipCaption,
@@ -17,7 +18,7 @@ from alt_core.synthetic.motion import (
     sample_clip_caption,
 )
 from alt_core.synthetic.pretrain import evaluate_backbone, pretrain
-from alt_core.synthetic.synth import ClipSpec, generate_synth_actions, render_clip, split_classes
+from alt_core.synthetic.synth import ClipSpec, render_clip, split_classes
 from alt_core.video import open_video, read_frames
 
 
@@ -84,7 +85,7 @@ def test_motion_probe_is_at_chance_for_a_random_head():
 def synth_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("grounding")
     labels = ["circle chasing another shape", "star spinning"]
-    generate_synth_actions(out, seed=3, classes=labels, videos_per_class=3, frames=8, size=32, workers=1, fewshot=())
+    generate_dataset(out, seed=3, classes=labels, videos_per_class=3, frames=8, size=32, workers=1, fewshot=())
     return out
 
 

@@ -28,7 +28,8 @@ from alt_core.clips import read_quarantine
 from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
 from alt_core.corpus import EntityCorpus
 from alt_core.manifest import read_manifest, video_id
-from alt_core.synthetic.synth import generate_synth_actions, split_classes
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.synth import split_classes
 from pipelines import tracking
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
@@ -114,7 +115,7 @@ def remove_when(cluster: Cluster, ready: Callable[[], object], log: list[str], w
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    generate_synth_actions(root, seed=2, classes=SEEN, videos_per_class=10, frames=32, size=96, workers=1,
+    generate_dataset(root, seed=2, classes=SEEN, videos_per_class=10, frames=32, size=96, workers=1,
                            fewshot=())
     return root
 

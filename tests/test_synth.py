@@ -13,13 +13,13 @@ import pytest
 from decord import VideoReader, cpu
 
 from alt_core.errors import ConfigError
+from alt_core.synthetic.dataset import generate_dataset
 from alt_core.synthetic.scenes import COLORS, SHAPES
 from alt_core.synthetic.synth import (
     MOTIONS,
     ClipSpec,
     all_classes,
     clip_seed,
-    generate_synth_actions,
     render_clip,
     sample_clip_spec,
     split_classes,
@@ -150,7 +150,7 @@ def _subset() -> list[str]:
 
 
 def _generate(out: Path, workers: int) -> dict:
-    return generate_synth_actions(out, seed=SEED, classes=_subset(), videos_per_class=VIDEOS, frames=FRAMES,
+    return generate_dataset(out, seed=SEED, classes=_subset(), videos_per_class=VIDEOS, frames=FRAMES,
                                   size=SIZE, workers=workers, fewshot=(1, 2, 4))
 
 
@@ -231,4 +231,4 @@ def test_decord_reads_every_video(dataset: tuple[Path, dict]) -> None:
 
 def test_unknown_class_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="valid classes: .*circle moving left"):
-        generate_synth_actions(tmp_path, classes=["circle moonwalking"], workers=1)
+        generate_dataset(tmp_path, classes=["circle moonwalking"], workers=1)

@@ -17,7 +17,8 @@ from alt_core.config import ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
 from alt_core.corpus import CorpusError, build_corpus
 from alt_core.errors import ALTError
 from alt_core.manifest import read_manifest, video_id
-from alt_core.synthetic.synth import generate_synth_actions, split_classes
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.synth import split_classes
 from pipelines import tracking
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
@@ -32,7 +33,7 @@ NOVEL = [c for c in split_classes()[1] if c.split()[0] in {s.split()[0] for s in
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, micro_backbone, micro_weights) -> dict:
     root = tmp_path_factory.mktemp("train")
-    generate_synth_actions(root / "synth", seed=0, classes=SEEN + NOVEL, videos_per_class=5, frames=8, size=32,
+    generate_dataset(root / "synth", seed=0, classes=SEEN + NOVEL, videos_per_class=5, frames=8, size=32,
                            workers=1, fewshot=(2,))
     corpus = build_corpus(micro_backbone, SEEN, ["labels", "builtin"])
     corpus.save(root / "corpus.parquet")

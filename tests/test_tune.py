@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from alt_core.checkpoint import load_checkpoint
 from alt_core.config import DecodeSpec, TrainConfig
 from alt_core.errors import ConfigError
-from alt_core.synthetic.synth import generate_synth_actions, split_classes
+from alt_core.synthetic.dataset import generate_dataset
+from alt_core.synthetic.synth import split_classes
 from pipelines import tracking
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
@@ -79,7 +80,7 @@ def workspace(tmp_path_factory, local_ray) -> dict:
     """6 seen classes x 8 videos (4 train, 2 val, 2 test) as alt-tiny region tokens, and their corpus."""
     root = tmp_path_factory.mktemp("tune")
     synth = root / "synth"
-    generate_synth_actions(synth, seed=3, classes=SEEN, videos_per_class=8, frames=16, size=64, workers=1,
+    generate_dataset(synth, seed=3, classes=SEEN, videos_per_class=8, frames=16, size=64, workers=1,
                            fewshot=())
     build_corpus_dataset(synth / "labels_seen.txt", ["labels", str(synth / "entities.jsonl")], "alt-tiny", None,
                          root / "corpus.parquet")

@@ -8,16 +8,11 @@ measure zero-shot transfer to unseen pairs. Everything derives from seeds: same 
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import json
-import logging
 import math
-import multiprocessing as mp
 import platform
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -37,7 +32,6 @@ from alt_core.synthetic.scenes import (
     shape_mask,
 )
 
-logger = logging.getLogger(__name__)
 MOTIONS: tuple[str, ...] = (
     "moving left",
     "moving right",
@@ -64,8 +58,6 @@ _TRANSLATIONS: dict[str, tuple[float, float]] = {
 # them without the dot itself giving the class away.
 _MARKED_SHAPES = frozenset({"circle", "ring"})
 # Outline drawn exactly as alt_core.synthetic.scenes.render_scene does, so shapes look as in pretraining.
-SPLIT_FRACTIONS = {"val": 0.2, "test": 0.2}  # of each seen class; the rest is train
-MANIFEST_COLUMNS = ("path", "label", "split")
 FPS = 8
 
 
@@ -118,6 +110,19 @@ class ClipSpec:
     distractor_shape: str | None = None  # a static or slowly drifting bystander, never the actor's shape
     distractor_color: str | None = None
 
+    def objects(self) -> set[tuple[str, str]]:
+        """(colour, shape) of every object drawn: actor, partner, distractor."""
+        pairs = {(self.color, self.shape)}
+        if self.partner_shape:
+            pairs.add((self.partner_color, self.partner_shape))
+        if self.distractor_shape:
+            pairs.add((self.distractor_color, self.distractor_shape))
+        return pairs
+
+    def key_object(self) -> tuple[str, str]:
+        """(colour, shape) of the object the class names: the actor."""
+        return self.color, self.shape
+
 
 def clip_seed(seed: int, label: str, index: int) -> int:
     """A 63-bit seed from (dataset seed, class, index): independent of worker count and class order."""
@@ -144,7 +149,7 @@ def sample_clip_spec(label: str, seed: int, frames: int = 16, size: int = 64) ->
 
 
 @dataclass
-class _Track:
+class Track:
     """One shape over time; x, y, radius, angle are (T,) arrays in image-side fractions / radians."""
 
     shape: str
@@ -159,7 +164,7 @@ class _Track:
                            float(self.radius[i]), float(self.angle[i]))
 
 
-def _moving_tracks(spec: ClipSpec, rng: np.random.Generator) -> list[_Track]:
+def _moving_tracks(spec: ClipSpec, rng: np.random.Generator) -> list[Track]:
     """Actor (and partner for PAIR_MOTIONS) trajectories; actor is last so it is drawn on top."""
     t = np.linspace(0.0, 1.0, spec.frames)  # (T,)
     ones = np.ones_like(t)
@@ -226,18 +231,18 @@ def _moving_tracks(spec: ClipSpec, rng: np.random.Generator) -> list[_Track]:
         partner = (px, py, r_partner * ones)
     else:
         raise ValueError(f"unknown motion {motion!r}; choose one of {MOTIONS}")
-    tracks = [_Track(spec.shape, spec.color, x, y, radius, angle)]
+    tracks = [Track(spec.shape, spec.color, x, y, radius, angle)]
     if partner is not None:
         if spec.partner_shape is None or spec.partner_color is None:
             raise ValueError(f"{motion!r} needs partner_shape and partner_color in the ClipSpec")
         px, py, pr = partner
-        tracks.insert(0, _Track(spec.partner_shape, spec.partner_color, px, py, pr,
+        tracks.insert(0, Track(spec.partner_shape, spec.partner_color, px, py, pr,
                                 sample_angle(spec.partner_shape, rng) * ones))
-    _fit_inside(tracks)
+    fit_inside(tracks)
     return tracks
 
 
-def _fit_inside(tracks: list[_Track], pad: float = 0.01) -> None:
+def fit_inside(tracks: list[Track], pad: float = 0.01) -> None:
     """Shift all tracks together (never scale) so every outlined shape stays inside the frame."""
     for axis in ("x", "y"):
         reach = [(getattr(tr, axis), tr.radius * OUTLINE_SCALE) for tr in tracks]
@@ -251,22 +256,22 @@ def _fit_inside(tracks: list[_Track], pad: float = 0.01) -> None:
             setattr(tr, axis, getattr(tr, axis) + shift)
 
 
-def _distractor_track(spec: ClipSpec, shape: str, moving: list[_Track], rng: np.random.Generator) -> _Track:
-    """A bystander placed, of 16 candidates, farthest from the moving shapes' paths."""
-    t = np.linspace(0.0, 1.0, spec.frames)  # (T,)
-    radius = rng.uniform(0.07, 0.1)
-    candidates = rng.uniform(0.15, 0.85, (16, 2))
+def bystander_track(frames: int, shape: str, color: str, moving: list[Track], rng: np.random.Generator,
+                    radius_range: tuple[float, float] = (0.07, 0.1), places: int = 16) -> Track:
+    """A bystander placed, of `places` candidates, farthest from the other shapes' paths; static or slowly
+    drifting."""
+    t = np.linspace(0.0, 1.0, frames)  # (T,)
+    radius = rng.uniform(*radius_range)
+    candidates = rng.uniform(0.15, 0.85, (places, 2))
     path = np.concatenate([np.stack([tr.x, tr.y], -1) for tr in moving])  # (N*T, 2)
-    clearance = np.linalg.norm(candidates[:, None] - path[None], axis=-1).min(1)  # (16,)
+    clearance = np.linalg.norm(candidates[:, None] - path[None], axis=-1).min(1)  # (places,)
     x0, y0 = candidates[int(clearance.argmax())]
     drift = rng.uniform(-0.08, 0.08, 2) if rng.random() < 0.5 else np.zeros(2)
-    if spec.distractor_color is None:
-        raise ValueError("a ClipSpec with distractor_shape needs distractor_color")
-    return _Track(shape, spec.distractor_color, x0 + drift[0] * t, y0 + drift[1] * t,
-                  radius * np.ones_like(t), sample_angle(shape, rng) * np.ones_like(t))
+    return Track(shape, color, x0 + drift[0] * t, y0 + drift[1] * t, radius * np.ones_like(t),
+                 sample_angle(shape, rng) * np.ones_like(t))
 
 
-def _draw(img: np.ndarray, obj: SceneObject) -> None:
+def draw_shape(img: np.ndarray, obj: SceneObject) -> None:
     """Paint one outlined shape (plus orientation dot for symmetric shapes) onto img (H, W, 3) in place."""
     mask, _ = draw_object(img, obj)
     if obj.shape in _MARKED_SHAPES:
@@ -275,21 +280,33 @@ def _draw(img: np.ndarray, obj: SceneObject) -> None:
         img[shape_mask(dot, img.shape[0]) & mask] = OUTLINE_RGB
 
 
-def render_clip(spec: ClipSpec) -> np.ndarray:
-    """The clip as (T, H, W, 3) uint8: one background, distractor behind, partner, actor on top."""
+def render_tracks(tracks: list[Track], background: str, frames: int, size: int, seed: int) -> np.ndarray:
+    """(T, H, W, 3) uint8: the textured background, then the tracks' shapes in list order (last on top)."""
+    canvas = render_background(background, size, seed)  # (H, W, 3)
+    video = np.empty((frames, size, size, 3), dtype=np.uint8)  # (T, H, W, 3)
+    for i in range(frames):
+        video[i] = canvas
+        for track in tracks:
+            draw_shape(video[i], track.at(i))
+    return video
+
+
+def clip_tracks(spec: ClipSpec) -> list[Track]:
+    """Every shape of the clip over time, in drawing order: distractor behind, partner, actor on top."""
     if spec.shape not in SHAPES or spec.motion not in MOTIONS:
         raise ValueError(f"unknown shape/motion {spec.shape!r}/{spec.motion!r}")
     rng = np.random.default_rng([spec.seed, 1])
     tracks = _moving_tracks(spec, rng)
     if spec.distractor_shape is not None:
-        tracks.insert(0, _distractor_track(spec, spec.distractor_shape, tracks, rng))
-    background = render_background(spec.background, spec.size, spec.seed)  # (H, W, 3)
-    video = np.empty((spec.frames, spec.size, spec.size, 3), dtype=np.uint8)  # (T, H, W, 3)
-    for i in range(spec.frames):
-        video[i] = background
-        for track in tracks:
-            _draw(video[i], track.at(i))
-    return video
+        if spec.distractor_color is None:
+            raise ValueError("a ClipSpec with distractor_shape needs distractor_color")
+        tracks.insert(0, bystander_track(spec.frames, spec.distractor_shape, spec.distractor_color, tracks, rng))
+    return tracks
+
+
+def render_clip(spec: ClipSpec) -> np.ndarray:
+    """The clip as (T, H, W, 3) uint8."""
+    return render_tracks(clip_tracks(spec), spec.background, spec.frames, spec.size, spec.seed)
 
 
 @functools.cache
@@ -327,24 +344,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = FPS) -> None:
         container.mux(stream.encode())  # flush delayed frames
 
 
-def _render_job(job: tuple[ClipSpec, str]) -> None:
-    """Worker entry point: render one clip and write it (top level so spawned workers can import it)."""
-    spec, path = job
-    write_mp4(path, render_clip(spec))
-
-
-def _split_sizes(n: int) -> dict[str, int]:
-    """Per seen class: ~60/20/20 train/val/test, with a test video from 2 and a val video from 3 videos."""
-    test = max(1, int(SPLIT_FRACTIONS["test"] * n + 0.5)) if n >= 2 else 0
-    val = max(1, int(SPLIT_FRACTIONS["val"] * n + 0.5)) if n >= 3 else 0
-    return {"train": n - val - test, "val": val, "test": test}
-
-
-def _write_rows(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows(rows)
+def vocabulary() -> dict:
+    return {"motions": list(MOTIONS), "shapes": list(SHAPES)}
 
 
 MOTION_CUES: dict[str, tuple[str, ...]] = {
@@ -373,95 +374,3 @@ def synth_entities(labels: list[str]) -> list[dict]:
         for name, description in BACKGROUNDS.items():
             add(name, description, label)
     return sorted(by_unit.values(), key=lambda e: e["unit"])
-
-
-def generate_synth_actions(
-    out_dir: str | Path,
-    seed: int = 0,
-    classes: list[str] | None = None,
-    videos_per_class: int = 8,
-    frames: int = 16,
-    size: int = 64,
-    workers: int = 2,
-    fewshot: tuple[int, ...] = (2, 4, 8),
-) -> dict:
-    """Write the SynthActions dataset under out_dir and return a summary with throughput.
-
-    Layout: videos/<class_slug>/<index>.mp4, manifest.{parquet,csv} (path, label, split), labels_seen.txt,
-    labels_novel.txt, entities.jsonl (corpus source for the seen classes), fewshot_{K}.csv and synth.json.
-    Files are overwritten, stale ones are left alone.
-    A few-shot K larger than the train videos per class is skipped with a warning (see synth.json).
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if videos_per_class < 1 or frames < 2 or size < 16 or size % 2 or workers < 1:
-        raise ConfigError("need videos_per_class >= 1, frames >= 2, an even size >= 16 and workers >= 1")
-    if any(k < 1 for k in fewshot):
-        raise ConfigError(f"few-shot sizes must be positive, got {fewshot}")
-    wanted = set(all_classes() if classes is None else classes)
-    if not wanted:
-        raise ConfigError("classes is empty; pass None for all classes")
-    for label in sorted(wanted):
-        parse_class(label)
-    seen_all, novel_all = split_classes()
-    seen = [c for c in seen_all if c in wanted]
-    novel = [c for c in novel_all if c in wanted]
-
-    out = Path(out_dir)
-    width = max(3, len(str(videos_per_class - 1)))
-    sizes = _split_sizes(videos_per_class)
-    seen_splits = ["train"] * sizes["train"] + ["val"] * sizes["val"] + ["test"] * sizes["test"]
-    rows: list[tuple[str, str, str]] = []
-    jobs: list[tuple[ClipSpec, str]] = []
-    for label in seen + novel:
-        (out / "videos" / class_slug(label)).mkdir(parents=True, exist_ok=True)
-        for index in range(videos_per_class):
-            rel = f"videos/{class_slug(label)}/{index:0{width}d}.mp4"
-            rows.append((rel, label, seen_splits[index] if label in seen else "novel"))
-            spec = sample_clip_spec(label, clip_seed(seed, label, index), frames, size)
-            jobs.append((spec, str(out / rel)))
-
-    start = time.perf_counter()
-    if workers == 1:
-        for job in jobs:
-            _render_job(job)
-    else:
-        # spawn: safe when the caller holds threads (torch, Ray); results land on disk, order is irrelevant.
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_render_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
-                pass
-    seconds = time.perf_counter() - start
-
-    table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(MANIFEST_COLUMNS)})
-    pq.write_table(table, out / "manifest.parquet")
-    _write_rows(out / "manifest.csv", rows)
-    (out / "labels_seen.txt").write_text("".join(f"{c}\n" for c in seen))
-    (out / "labels_novel.txt").write_text("".join(f"{c}\n" for c in novel))
-    (out / "entities.jsonl").write_text("".join(json.dumps(e) + "\n" for e in synth_entities(seen)))
-
-    fewshot_rows: dict[int, int] = {}
-    skipped = sorted({k for k in fewshot if k > sizes["train"]})
-    if skipped and seen:
-        logger.warning(f"few-shot sizes {skipped} exceed the {sizes['train']} train videos per class; "
-                       "raise videos_per_class to get them")
-    train_by_class = {label: [r for r in rows if r[1] == label and r[2] == "train"] for label in seen}
-    for k in sorted(set(fewshot) - set(skipped)):
-        shots = [r for label in seen for r in train_by_class[label][:k]]  # first k: nested across k
-        _write_rows(out / f"fewshot_{k}.csv", shots)
-        fewshot_rows[k] = len(shots)
-
-    split_counts = {s: sum(r[2] == s for r in rows) for s in ("train", "val", "test", "novel")}
-    meta = {
-        "seed": seed, "frames": frames, "size": size, "fps": FPS, "videos_per_class": videos_per_class,
-        "motions": list(MOTIONS), "shapes": list(SHAPES), "split_fractions": SPLIT_FRACTIONS,
-        "seen_classes": len(seen), "novel_classes": len(novel), "videos": len(rows),
-        "splits": split_counts, "fewshot": {str(k): n for k, n in fewshot_rows.items()},
-        "fewshot_skipped": skipped, "x264_options": x264_options(), "example_spec": asdict(jobs[0][0]),
-    }
-    (out / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return {
-        "out_dir": str(out), "seen_classes": len(seen), "novel_classes": len(novel), "videos": len(rows),
-        "splits": split_counts, "fewshot": fewshot_rows, "fewshot_skipped": skipped, "workers": workers,
-        "seconds": seconds, "clips_per_s": len(rows) / seconds if seconds > 0 else float("inf"),
-    }
