@@ -540,8 +540,8 @@ def explanation_section(rows: list[dict], meta: dict) -> list[str]:
         left_out = runs[0]["uncheckable_units"]
         lines.append(f"| {DATASETS[name].title} | {cell([r['entity_precision'] for r in runs])} | "
                      f"{cell([r['all_top_precision'] for r in runs], n)} | "
-                     f"{cell([r['object_recall'] for r in runs], n)} | {faith} | {len(runs)} | {len(left_out)}: {', '.join(left_out[:12])}"
-                     f"{', ...' if len(left_out) > 12 else ''} |")
+                     f"{cell([r['object_recall'] for r in runs], n)} | {faith} | {len(runs)} | "
+                     f"{len(left_out)}: {', '.join(left_out[:12])}{', ...' if len(left_out) > 12 else ''} |")
     return lines
 
 

@@ -2,9 +2,9 @@
 class's key object among them, and do they drive the prediction?
 
 A generated clip's contents follow from its path (`clip_spec_of`), so an explanation can be checked. A unit is
-checkable when it names a background (its name or its description) or names one shape and at most one colour and nothing else; motion,
-position, size and other words are not (alignment matches regions of single frames), and such units are listed
-and left out, never counted as right or wrong. Figures over the top-k explained entities of each clip:
+checkable when it names a background (its name or its description), or one shape and at most one colour and
+nothing else; motion, position, size and other words are not (alignment matches regions of single frames), and
+such units are listed and left out, never counted as right or wrong. Figures over the top-k explained entities of each clip:
 - entity precision: of the checkable units, the share that are in the clip (the background, or a shape some
   object of the clip has, in that colour when one is named; distractors are in the clip);
 - all-top-k: the share of clips whose top-k units are all checkable and in the clip;
@@ -27,7 +27,6 @@ from alt_core.clips import existing_shards, read_format, tokens_from_columns
 from alt_core.model import ALTModel
 from alt_core.synthetic.dataset import clip_spec_of
 from alt_core.synthetic.scenes import BACKGROUNDS, COLORS, SHAPES
-
 
 SCENE_NAMES = {**{name: name for name in BACKGROUNDS},
                **{d.removeprefix("a ").removeprefix("an "): name for name, d in BACKGROUNDS.items()}}
