@@ -68,8 +68,8 @@ def test_precision_and_recall_fall_for_a_wrong_explanation(objects_tokens):
     assert "chasing" in right["uncheckable_units"] and "brick wall" not in right["uncheckable_units"]
     units = [e.unit for e in model.entities]
     shifted = [dataclasses.replace(e, unit=units[(i + 3) % len(units)]) for i, e in enumerate(model.entities)]
-    wrong = ALTModel(model.config, model.backbone, EntityCorpus(shifted, model.entity_embeddings, model.backbone.spec.id),
-                     model.labels)  # every aligned entity now carries another entity's name
+    corpus = EntityCorpus(shifted, model.entity_embeddings, model.backbone.spec.id)
+    wrong = ALTModel(model.config, model.backbone, corpus, model.labels)  # each entity named as another
     figures = explanation_figures(wrong, tokens, split="val")
     assert figures["entity_precision"] < right["entity_precision"] - 0.2
     assert figures["object_recall"] < right["object_recall"] - 0.2

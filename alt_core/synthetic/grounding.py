@@ -4,7 +4,8 @@ class's key object among them, and do they drive the prediction?
 A generated clip's contents follow from its path (`clip_spec_of`), so an explanation can be checked. A unit is
 checkable when it names a background (its name or its description), or one shape and at most one colour and
 nothing else; motion, position, size and other words are not (alignment matches regions of single frames), and
-such units are listed and left out, never counted as right or wrong. Figures over the top-k explained entities of each clip:
+such units are listed and left out, never counted as right or wrong. Figures over the top-k explained entities
+of each clip:
 - entity precision: of the checkable units, the share that are in the clip (the background, or a shape some
   object of the clip has, in that colour when one is named; distractors are in the clip);
 - all-top-k: the share of clips whose top-k units are all checkable and in the clip;
