@@ -1,6 +1,9 @@
 """Does a dataset need regions? A free classifier (a 2-layer transformer, any weights, no entities) on a dataset's
 cached tokens: the frame (CLS) tokens alone against frame + region tokens (with their centroids), trained on the
 train split, scored on val and test. A gap says the class is in the regions and not in the frame embedding.
+For SynthObjects it also probes alt-tiny zero-shot on single frames (middle frame of generated clips): do the
+mask-pooled patch tokens of each object name its kind, and is the frame embedding's nearest object kind the key
+object?
 
 Usage: python bench/regions.py --tokens DIR --out results/regions_NAME.json [--epochs 30] [--seed 0]
 (DIR: `alt decode --cache-tokens` shards of a generated dataset, e.g. bench/results.py's work directory).
@@ -95,6 +98,46 @@ def fit(train: tuple, evals: dict[str, tuple], regions: bool, epochs: int, seed:
     return row | {f"{name}_top1": video_top1(model, *split[:3]) for name, split in evals.items()}
 
 
+@torch.no_grad()
+def object_probe(clips: int = 120, seed: int = 5) -> dict:
+    """alt-tiny on SynthObjects frames, zero-shot: region -> object kind (7 kinds: the 6 objects and the actor),
+    and the frame embedding's nearest of the 6 object kinds against the clip's key object."""
+    from alt_core.backbone import load_backbone
+    from alt_core.synthetic import objects
+    from alt_core.synthetic.scenes import shape_mask
+    from alt_core.synthetic.synth import clip_seed
+    from alt_core.tome import RegionEncoder
+
+    backbone = load_backbone("alt-tiny")
+    encoder = RegionEncoder(backbone.clip.visual, 0).eval()
+    kinds = [*objects.OBJECT_KINDS, objects.ACTOR]
+    text = backbone.embed_text([f"a {color} {shape}" for color, shape in kinds])  # (7, D)
+    grid, patch = encoder.grid[0], backbone.image_size // encoder.grid[0]
+    seen = objects.split_classes()[0]
+    region_hits, key_hits, frame_hits = [], [], []
+    for i in range(clips):
+        label = seen[i % len(seen)]
+        spec = objects.sample_clip_spec(label, clip_seed(seed, label, i))
+        tracks, frame = objects.clip_tracks(spec), spec.frames // 2
+        pixels = torch.from_numpy(objects.render_clip(spec)[frame:frame + 1]).permute(0, 3, 1, 2)
+        out = encoder(backbone.normalize_pixels(pixels))
+        for role, role_tracks in tracks.items():
+            for track in role_tracks:
+                obj = track.at(frame)
+                cover = torch.from_numpy(shape_mask(obj, spec.size).reshape(grid, patch, grid, patch)
+                                         .mean(axis=(1, 3)).reshape(-1)).float()  # (P,) share of each patch
+                weight = (cover > 0.25).float() if (cover > 0.25).any() else (cover > 0).float()
+                pooled = (out.regions[0] * weight[:, None]).sum(0)
+                hit = int((pooled @ text.T).argmax()) == kinds.index((obj.color, obj.shape))
+                region_hits.append(hit)
+                if role == "key":
+                    key_hits.append(hit)
+        frame_hits.append(int((out.frame[0] @ text[:6].T).argmax()) == kinds.index(spec.key_object()))
+    return {"frames": clips, "region_kind_top1": sum(region_hits) / len(region_hits),
+            "key_region_kind_top1": sum(key_hits) / len(key_hits),
+            "frame_nearest_kind_is_key": sum(frame_hits) / len(frame_hits)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=Path, required=True, help="cached-token shards of a generated dataset")
@@ -106,14 +149,20 @@ def main() -> None:
     evals = {split: load_split(args.tokens, split, train[3]) for split in ("val", "test")}
     rows = [fit(train, evals, regions, args.epochs, args.seed) for regions in (False, True)]
     meta = json.loads((args.tokens.parent / "synth" / "synth.json").read_text())
+    probe = object_probe() if meta.get("variant") == "objects" else None
     result = {"data": f"{meta.get('variant', 'actions')} data seed {meta['seed']}, {len(train[3])} seen classes, "
                       f"{len(set(train[2]))} train videos, frozen tokens from {read_format(args.tokens).backbone}",
-              "epochs": args.epochs, "seed": args.seed, "machine": torch_machine("cpu"), "rows": rows}
+              "epochs": args.epochs, "seed": args.seed, "machine": torch_machine("cpu"), "rows": rows,
+              "object_probe": probe}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for row in rows:
         report(f"{row['inputs']:<24} train {row['train_top1']:.3f}  val {row['val_top1']:.3f}  "
                f"test {row['test_top1']:.3f}  ({row['seconds']:.0f} s)")
+    if probe:
+        report(f"object probe ({probe['frames']} frames): region -> kind {probe['region_kind_top1']:.3f} (key objects "
+               f"{probe['key_region_kind_top1']:.3f}); frame embedding's nearest kind is the key object "
+               f"{probe['frame_nearest_kind_is_key']:.3f}")
 
 
 if __name__ == "__main__":
