@@ -547,33 +547,34 @@ def explanation_section(rows: list[dict], meta: dict) -> list[str]:
 
 def design_section(rows: list[dict]) -> list[str]:
     """ALT's adapter variants on validation, and the kept one's test figures."""
-    variants = {r["variant"]: {} for r in rows if r.get("variant")}
+    scores: dict[tuple[str, str], dict] = {}
     for r in rows:
         if r.get("variant"):
-            variants[r["variant"]]["few" if r["shots"] else "sup"] = r["val_top1"]
-    if not variants:
+            scores.setdefault((r.get("dataset", "actions"), r["variant"]), {})["few" if r["shots"] else "sup"] = \
+                r["val_top1"]
+    if not scores:
         return []
     kept = next((v for v, settings in DESIGN_VARIANTS.items()
                  if all(ALTConfig().to_dict()[k] == value for k, value in settings.items())), None)
-    lines = ["", "## ALT's design, chosen on validation (SynthActions data seed 0, training seed 0)", "",
+    lines = ["", "## ALT's design, chosen on validation (data seed 0, training seed 0)", "",
              f"Each variant at lr {DESIGN_HYPER['lr']:g}, weight decay {DESIGN_HYPER['weight_decay']:g}; supervised: "
              f"validation top-1 (all validation videos); {DESIGN_SHOTS}-shot: validation top-1 on {DESIGN_SHOTS} "
              "videos per class. Every variant contains the temporal transformer (docs/method.md, 'Adapter').", "",
-             "| variant | alignment bias | trajectory in the query | region positions | supervised val | "
-             f"{DESIGN_SHOTS}-shot val | |", "|---|---|---|---|---|---|---|"]
-    for name, settings in DESIGN_VARIANTS.items():
-        if name not in variants:
-            continue
-        score = variants[name]
+             "| dataset | variant | alignment bias | trajectory in the query | region positions | supervised val | "
+             f"{DESIGN_SHOTS}-shot val | |", "|---|---|---|---|---|---|---|---|"]
+    for (dataset, name), score in scores.items():
+        settings = DESIGN_VARIANTS[name]
         flags = " | ".join("yes" if settings[k] else "no" for k in ("alignment_bias", "query_trajectory",
                                                                    "region_positions"))
-        lines.append(f"| {name} | {flags} | {score.get('sup', float('nan')):.3f} | "
+        lines.append(f"| {DATASETS[dataset].title} | {name} | {flags} | {score.get('sup', float('nan')):.3f} | "
                      f"{score.get('few', float('nan')):.3f} | {'**kept**' if name == kept else ''} |")
-    alt = [r for r in select(rows, "actions", "alt") if r["data_seed"] == 0 and r["seed"] == 0]
-    if kept and alt:
-        lines += ["", f"The kept variant ({kept}, the default) in the protocol above, data seed 0, training seed 0: "
-                      f"supervised test top-1 {alt[0]['test_top1']:.3f}, novel-only zero-shot "
-                      f"{alt[0]['zero_shot_top1']:.3f}, GZSL HM {alt[0]['gzsl_hm']:.3f}."]
+    for dataset in dict.fromkeys(d for d, _ in scores):
+        alt = [r for r in select(rows, dataset, "alt") if r["data_seed"] == 0 and r["seed"] == 0]
+        if kept and alt:
+            lines += ["", f"The kept variant ({kept}, the default) in the {DATASETS[dataset].title} protocol, data "
+                          f"seed 0, training seed 0: supervised test top-1 {alt[0]['test_top1']:.3f}, novel-only "
+                          f"zero-shot "
+                          f"{alt[0]['zero_shot_top1']:.3f}, GZSL HM {alt[0]['gzsl_hm']:.3f}."]
     return lines
 
 
@@ -799,10 +800,14 @@ def main() -> None:
         actions = [prepare(out, DATASETS["actions"], d, args.videos_per_class,
                            pixels=d == 0 and args.unfrozen_seeds > 0) for d in range(args.data_seeds)]
         prepare_seconds = time.time() - start
-        for variant in DESIGN_VARIANTS:
-            for shots in (None, DESIGN_SHOTS):
-                hyper = DESIGN_HYPER | ({"epochs": FEW_SHOT_EPOCHS, "steps": args.few_shot_steps} if shots else {})
-                run_one(actions[0], "alt", 0, shots, hyper, variant=variant, test=False)
+        design = {"actions": (actions[0], list(DESIGN_VARIANTS))}
+        if "objects" in args.datasets:  # the variants with none and with all three routes, on the other dataset
+            design["objects"] = (prepare(out, DATASETS["objects"], 0, args.videos_per_class), ["alt-plain", "alt-all"])
+        for prep, variants in design.values():
+            for variant in variants:
+                for shots in (None, DESIGN_SHOTS):
+                    hyper = DESIGN_HYPER | ({"epochs": FEW_SHOT_EPOCHS, "steps": args.few_shot_steps} if shots else {})
+                    run_one(prep, "alt", 0, shots, hyper, variant=variant, test=False)
         if args.only == "design":
             return
         records = [tuned(actions[0], m, p, args.few_shot_steps) for m in METHODS for p in SEARCH_SPACES]
