@@ -85,26 +85,35 @@ def local_postgres() -> Iterator[Server]:
     """A fresh PostgreSQL cluster with a database `mlflow`; yields its SQLAlchemy URI (a unix socket).
 
     The cluster lives in a new directory under /tmp, short because a socket path holds at most 107 bytes, and
-    reachable by the unprivileged user the server runs as when we are root. Leaving stops the server (pg_ctl's
-    fast shutdown of the PID in its pid file) and deletes the directory."""
+    owned by the user the server runs as (an unprivileged one when we are root); its mode (0700) leaves the socket,
+    whose connections need no password, to that user and root. Leaving stops the server (pg_ctl's fast shutdown)
+    and deletes the directory."""
     bin_dir, user = postgres_bin_dir(), _unprivileged_user()
     root = Path(tempfile.mkdtemp(prefix="altpg-", dir="/tmp"))
-    data, postmaster = root / "data", None
+    data = root / "data"
     try:
         if user:
             os.chown(root, user.pw_uid, user.pw_gid)
         _run([bin_dir / "initdb", "-D", data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C",
               "--no-instructions"], user, root, "initdb")
-        # pg_ctl detaches the postmaster into a session of its own: its PID is its process group
         _run([bin_dir / "pg_ctl", "-D", data, "-l", root / "postgres.log", "-w", "-t", "60",
               "-o", f"-c listen_addresses='' -k {root}", "start"], user, root, "pg_ctl start")
-        postmaster = int((data / "postmaster.pid").read_text().split()[0])
         _run([bin_dir / "createdb", "-h", root, "-U", SUPERUSER, DATABASE], user, root, "createdb")
-        yield Server(f"postgresql+psycopg://{SUPERUSER}@/{DATABASE}?host={root}", postmaster)
+        yield Server(f"postgresql+psycopg://{SUPERUSER}@/{DATABASE}?host={root}", _postmaster_pid(data))
     finally:
+        postmaster = _postmaster_pid(data)
         if postmaster is not None:
             _stop_postgres(bin_dir, data, user, postmaster)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    """The running server's PID, from its pid file; pg_ctl detaches the postmaster into a session of its own,
+    so this is also its process group."""
+    try:
+        return int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _stop_postgres(bin_dir: Path, data: Path, user: pwd.struct_passwd | None, postmaster: int) -> None:
