@@ -1,4 +1,5 @@
-"""MLflow tracking: a sqlite store by default, one run per training (rank 0 logs), registry model `alt`."""
+"""MLflow tracking: a sqlite store by default (one machine) or a tracking server (a team: docs/cluster.md), one run
+per training (rank 0 logs), registry model `alt`."""
 
 from __future__ import annotations
 
@@ -27,12 +28,20 @@ def default_tracking_uri(out_dir: str | Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
 
+def is_tracking_server(tracking_uri: str) -> bool:
+    """Whether a tracking URI names an MLflow tracking server rather than a store the client writes itself."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def experiment_id(tracking_uri: str, artifact_root: str | Path) -> str:
-    """The `alt` experiment's id, created with its artifacts under `artifact_root` on first use."""
+    """The `alt` experiment's id, created on first use with its artifacts under `artifact_root`; through a
+    tracking server, where the server keeps them instead: it proxies artifacts (`mlflow-artifacts:/`), so its
+    clients need no access to its storage."""
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
-        return mlflow.create_experiment(EXPERIMENT, artifact_location=Path(artifact_root).resolve().as_uri())
+        location = None if is_tracking_server(tracking_uri) else Path(artifact_root).resolve().as_uri()
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     return experiment.experiment_id
 
 

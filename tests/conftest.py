@@ -13,8 +13,12 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from alt_core.backbone import load_backbone  # noqa: E402
+from alt_core.config import DecodeSpec  # noqa: E402
 from alt_core.corpus import build_corpus  # noqa: E402
-from tests.helpers import LABELS, free_port  # noqa: E402
+from alt_core.synthetic.dataset import generate_dataset  # noqa: E402
+from pipelines.corpus import build_corpus_dataset  # noqa: E402
+from pipelines.decode import decode_manifest  # noqa: E402
+from tests.helpers import LABELS, SEEN, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,22 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tune_workspace(tmp_path_factory, local_ray) -> dict:
+    """6 seen classes x 8 videos (4 train, 2 val, 2 test) as alt-tiny region tokens, their corpus, and a sqlite
+    tracking URI: what a search trains on (tests.helpers.search_job)."""
+    root = tmp_path_factory.mktemp("tune")
+    synth = root / "synth"
+    generate_dataset(synth, seed=3, classes=SEEN, videos_per_class=8, frames=16, size=64, workers=1,
+                           fewshot=())
+    build_corpus_dataset(synth / "labels_seen.txt", ["labels", str(synth / "entities.jsonl")], "alt-tiny", None,
+                         root / "corpus.parquet")
+    decode_manifest(synth / "manifest.parquet", root / "tokens", workers=2,
+                    spec=DecodeSpec(clips=1, train_clips=1, cache_tokens=True, backbone="alt-tiny"))
+    return {"root": root, "data": str(root / "tokens"), "corpus": str(root / "corpus.parquet"),
+            "tracking_uri": f"sqlite:///{root / 'registry.db'}"}
 
 
 _exit_status: list[int] = []

@@ -1,7 +1,9 @@
 """The KubeRay manifests (deploy/kuberay/): their Serve config against Ray Serve's schema and deploy/serve.yaml,
-their job entrypoints against the `alt` CLI and docs/cluster.md, their pods against each other, and every
-manifest against KubeRay's own CRD schemas (strictly: unknown fields are errors) when a copy of those is at
-hand in $KUBERAY_CRDS. That copy is not in this repository: we do not redistribute KubeRay's files."""
+their job entrypoints against the `alt` CLI and docs/cluster.md, their pods against each other, the MLflow
+tracking server's manifests against MLflow's CLI and the URI every job uses, and every Ray manifest against
+KubeRay's own CRD schemas (strictly: unknown fields are errors) from the copy in $KUBERAY_CRDS. That copy is not
+in this repository (we do not redistribute KubeRay's files): .ci/run points the variable at shared/, so in CI
+(CI=true) a missing copy fails the test; elsewhere it is skipped."""
 
 from __future__ import annotations
 
@@ -10,33 +12,42 @@ import os
 import re
 import shlex
 from pathlib import Path
+from urllib.parse import urlparse
 
+import click
 import jsonschema
 import pytest
 import ray
-import typer
 import typer.core
 import typer.main
 import yaml
+from mlflow.cli import cli as mlflow_cli
+from mlflow.server.security_utils import is_allowed_host_header
 from ray.serve.schema import ServeDeploySchema
 
 from pipelines.cli import app
 from pipelines.serve import DEFAULT_CONFIG
+from tests.helpers import KUBERAY, cluster_tracking_uri, kuberay_documents, mlflow_server_command, require
 
 REPO = Path(__file__).resolve().parents[1]
-KUBERAY = REPO / "deploy" / "kuberay"
 IMAGE_HOME = "/home/ray/alt/"  # where the Dockerfile installs the repository
 SHARED_CLAIM = "alt-shared"
+RAY_KINDS = ("RayJob", "RayService")
 # the only differences between the RayService's serveConfigV2 and deploy/serve.yaml (rayservice.yaml says why)
 CLUSTER_CHANGES = {
     ("http_options", "host"): "0.0.0.0",
-    ("applications", 0, "args", "tracking_uri"): "sqlite:////shared/alt/mlflow.db",
+    ("applications", 0, "args", "tracking_uri"): "http://alt-mlflow:5000",  # the tracking server of mlflow.yaml
     ("applications", 0, "deployments", "ALTModel", "ray_actor_options"): {"num_cpus": 1, "num_gpus": 1},
 }
 
 
 def manifests() -> dict[str, dict]:
-    return {path.name: yaml.safe_load(path.read_text()) for path in sorted(KUBERAY.glob("*.yaml"))}
+    """The Ray clusters' manifests and the shared volume's (one document per file), by file name."""
+    return {name: doc for name, doc in kuberay_documents() if doc["kind"] in (*RAY_KINDS, "PersistentVolumeClaim")}
+
+
+def kubernetes_object(kind: str, name: str) -> dict:
+    return next(doc for _, doc in kuberay_documents() if (doc["kind"], doc["metadata"]["name"]) == (kind, name))
 
 
 def ray_pods(doc: dict) -> list[dict]:
@@ -45,15 +56,19 @@ def ray_pods(doc: dict) -> list[dict]:
     return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
 
 
-def test_manifests_are_a_rayservice_four_rayjobs_and_their_shared_volume():
+def test_manifests_are_a_rayservice_four_rayjobs_their_shared_volume_and_the_tracking_server():
+    kinds = sorted((d["apiVersion"], d["kind"], name) for name, d in kuberay_documents())
+    assert kinds == [("apps/v1", "Deployment", "mlflow.yaml"), ("apps/v1", "StatefulSet", "postgres.yaml")] + [
+        ("ray.io/v1", "RayJob", f"rayjob-{stage}.yaml") for stage in ("corpus", "decode", "train", "tune")] + [
+        ("ray.io/v1", "RayService", "rayservice.yaml"), ("v1", "PersistentVolumeClaim", "shared-volume.yaml"),
+        ("v1", "Service", "mlflow.yaml"), ("v1", "Service", "postgres.yaml")]
     docs = manifests()
-    kinds = sorted((d["apiVersion"], d["kind"]) for d in docs.values())
-    assert kinds == [("ray.io/v1", "RayJob")] * 4 + [("ray.io/v1", "RayService"), ("v1", "PersistentVolumeClaim")]
     assert docs["shared-volume.yaml"]["metadata"]["name"] == SHARED_CLAIM
     assert docs["shared-volume.yaml"]["spec"]["accessModes"] == ["ReadWriteMany"]
-    images = set()
+    tracking_server = kubernetes_object("Deployment", "alt-mlflow")["spec"]["template"]["spec"]
+    images = {container["image"] for container in tracking_server["containers"]}  # it runs the Ray pods' image
     for name, doc in docs.items():
-        if doc["kind"] == "PersistentVolumeClaim":
+        if doc["kind"] not in RAY_KINDS:
             continue
         cluster = doc["spec"].get("rayClusterConfig") or doc["spec"]["rayClusterSpec"]
         assert cluster["rayVersion"] == ray.__version__, name  # the image's Ray is the Ray the package pins
@@ -97,15 +112,20 @@ def documented_commands() -> set[str]:
     return {" ".join(command.replace("\\\n", " ").split()) for command in commands}
 
 
-def parse_cli(words: list[str]) -> dict:
-    """Parse an `alt` command line as the CLI would, without running it: unknown verbs or options raise."""
-    command = typer.main.get_command(app)
-    ctx = command.make_context("alt", list(words[1:]))
-    while isinstance(command, typer.core.TyperGroup):
+def parse_command(command, words: list[str]) -> dict:
+    """Parse a command line as its Click CLI (`alt`'s Typer app, `mlflow`) would, without running it: unknown verbs
+    or options raise."""
+    ctx = command.make_context(words[0], list(words[1:]))
+    while isinstance(command, click.Group | typer.core.TyperGroup):  # Typer carries its own copy of Click
         pending = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # the verb is held apart from its arguments
         name, command, rest = command.resolve_command(ctx, pending)
         ctx = command.make_context(name, rest, parent=ctx)
     return ctx.params
+
+
+def parse_cli(words: list[str]) -> dict:
+    """Parse an `alt` command line as the CLI would."""
+    return parse_command(typer.main.get_command(app), words)
 
 
 def test_job_entrypoints_are_the_documented_commands_and_parse_with_the_cli():
@@ -126,10 +146,58 @@ def test_job_entrypoints_are_the_documented_commands_and_parse_with_the_cli():
         parse_cli(["alt", "train", "--no-such-option", "1"])
 
 
+def test_tracking_server_manifests_serve_the_uri_every_job_and_the_rayservice_use(monkeypatch):
+    uris = {cluster_tracking_uri()}
+    for doc in manifests().values():
+        if doc["kind"] == "RayJob":
+            uris.add(parse_cli(shlex.split(doc["spec"]["entrypoint"])).get("tracking_uri"))
+    assert uris - {None} == {"http://alt-mlflow:5000"}  # train and tune log there; corpus and decode track nothing
+    uri = urlparse(cluster_tracking_uri())
+    deployment, service = kubernetes_object("Deployment", uri.hostname), kubernetes_object("Service", uri.hostname)
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    server = parse_command(mlflow_cli, mlflow_server_command())  # as `mlflow server` reads it: a misspelt flag fails
+    port = next(p for p in service["spec"]["ports"] if p["port"] == uri.port)
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert server["host"] == "0.0.0.0" and container_ports[port["targetPort"]] == server["port"]
+    assert is_allowed_host_header(server["allowed_hosts"].split(","), uri.netloc)  # what the clients send as Host
+    assert server["artifacts_destination"].startswith("/shared/")  # proxied to the shared volume
+    assert {"name": "shared", "mountPath": "/shared"} in container["volumeMounts"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["shared"]["persistentVolumeClaim"]["claimName"] == SHARED_CLAIM
+
+    # the backend store: the secret's `uri`, which docs/cluster.md creates pointing at postgres.yaml's database
+    env = {e["name"]: e for e in container["env"]}
+    assert server["backend_store_uri"] is None and env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+    uri_ref = env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]
+    database = kubernetes_object("StatefulSet", "alt-postgres")
+    (postgres,) = database["spec"]["template"]["spec"]["containers"]
+    postgres_env = {e["name"]: e for e in postgres["env"]}
+    password_ref = postgres_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password_ref["name"] == uri_ref["name"]
+    created = re.search(rf"kubectl create secret generic {uri_ref['name']} ((?:\\\n|[^\n])*)",
+                        (REPO / "docs" / "cluster.md").read_text())
+    assert created, f"docs/cluster.md does not say how to create the secret {uri_ref['name']}"
+    literals = dict(re.findall(r"--from-literal=(\w+)=(\S+)", created.group(1)))
+    assert set(literals) == {uri_ref["key"], password_ref["key"]}
+    backend = urlparse(literals[uri_ref["key"]])
+    database_service = kubernetes_object("Service", database["spec"]["serviceName"])
+    assert backend.scheme == "postgresql+psycopg"  # the driver of the `postgres` extra the image installs
+    assert (backend.hostname, backend.port) == (database_service["metadata"]["name"],
+                                                database_service["spec"]["ports"][0]["port"])
+    assert backend.password == literals[password_ref["key"]]
+    assert (backend.username, backend.path) == (postgres_env["POSTGRES_USER"]["value"],
+                                                "/" + postgres_env["POSTGRES_DB"]["value"])
+
+
 def test_dockerfile_installs_this_package_on_the_pinned_ray_image():
     text = (KUBERAY / "Dockerfile").read_text()
     assert f"rayproject/ray:{ray.__version__}-py311" in text
-    assert re.search(r"pip install [^\n]*-e \.", text) and f"WORKDIR {IMAGE_HOME.rstrip('/')}" in text
+    # the package with the `postgres` extra: the image runs the tracking server too (mlflow.yaml)
+    assert re.search(r"pip install [^\n]*-e '\.\[postgres\]'", text) and f"WORKDIR {IMAGE_HOME.rstrip('/')}" in text
     copied = set(re.findall(r"^COPY (?:--\S+ )*(\S+) \1$", text, re.MULTILINE))
     assert {"alt_core", "pipelines", "deploy", "tune_spaces"} <= copied  # the packages pyproject.toml installs
 
@@ -166,11 +234,13 @@ def crd_schemas(directory: Path) -> dict[tuple[str, str], dict]:
     return schemas
 
 
-@pytest.mark.skipif(not os.environ.get("KUBERAY_CRDS"),
-                    reason="set KUBERAY_CRDS to a directory of KubeRay's CRDs (ray-operator/config/crd/bases of a "
-                           "release, e.g. v1.7.0) to validate the manifests against them")
 def test_manifests_validate_against_kuberays_crd_schemas():
-    schemas = crd_schemas(Path(os.environ["KUBERAY_CRDS"]))
+    directory = os.environ.get("KUBERAY_CRDS")
+    require(bool(directory), "set KUBERAY_CRDS to a directory of KubeRay's CRDs (ray-operator/config/crd/bases of a "
+                             "release; .ci/run sets ../shared/kuberay-crds/v1.7.0) to validate the manifests")
+    if not Path(directory).is_dir():
+        pytest.fail(f"KUBERAY_CRDS={directory} is not a directory: point it at a copy of KubeRay's CRDs")
+    schemas = crd_schemas(Path(directory))
     checked = 0
     for name, doc in manifests().items():
         key = (doc["apiVersion"], doc["kind"])

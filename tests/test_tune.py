@@ -15,32 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from alt_core.checkpoint import load_checkpoint
-from alt_core.config import DecodeSpec, TrainConfig
 from alt_core.errors import ConfigError
-from alt_core.synthetic.dataset import generate_dataset
-from alt_core.synthetic.synth import split_classes
 from pipelines import tracking
-from pipelines.corpus import build_corpus_dataset
-from pipelines.decode import decode_manifest
-from pipelines.train import TrainJob
 from pipelines.tune import PROGRESS_FILE, SearchOptions, SearchSpace, tune_search
+from tests.helpers import SEEN, search_job, write_space
 
 REPO = Path(__file__).resolve().parents[1]
-# two shapes x three motions: the shape words are known to alt-tiny, the motions have to be learned, so a
-# trained adapter pulls away from an untrained one within an epoch or two
-SEEN = [c for shape in ("circle", "square") for c in split_classes()[0] if c.startswith(shape)][::3][:6]
-SPACE = {"metric": "val_top1", "mode": "max", "num_samples": 1, "max_t": 3, "grace_period": 1,
-         "reduction_factor": 2}
-
-
-def write_space(path: Path, space: dict, **overrides) -> Path:
-    path.write_text(yaml.safe_dump(SPACE | overrides | {"space": space}))
-    return path
-
 
 @pytest.mark.parametrize(("overrides", "space", "message"), [
     ({"schedule": "asha"}, {"depth": {"grid": [1]}}, "schedule: unknown key; allowed: metric"),
@@ -75,35 +58,15 @@ def test_space_files_in_the_repository_are_valid():
         assert "num_queries" in space.params and space.grid_points() >= 2, path
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, local_ray) -> dict:
-    """6 seen classes x 8 videos (4 train, 2 val, 2 test) as alt-tiny region tokens, and their corpus."""
-    root = tmp_path_factory.mktemp("tune")
-    synth = root / "synth"
-    generate_dataset(synth, seed=3, classes=SEEN, videos_per_class=8, frames=16, size=64, workers=1,
-                           fewshot=())
-    build_corpus_dataset(synth / "labels_seen.txt", ["labels", str(synth / "entities.jsonl")], "alt-tiny", None,
-                         root / "corpus.parquet")
-    decode_manifest(synth / "manifest.parquet", root / "tokens", workers=2,
-                    spec=DecodeSpec(clips=1, train_clips=1, cache_tokens=True, backbone="alt-tiny"))
-    return {"root": root, "data": str(root / "tokens"), "corpus": str(root / "corpus.parquet"),
-            "tracking_uri": f"sqlite:///{root / 'registry.db'}"}
-
-
-def search_job(ws: dict, out: str) -> TrainJob:
-    return TrainJob(data=ws["data"], corpus=ws["corpus"], out=str(ws["root"] / out), tracking_uri=ws["tracking_uri"],
-                    train=TrainConfig(batch_size=6))
-
-
 @pytest.mark.slow
-def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace):
-    root = workspace["root"]
+def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(tune_workspace):
+    root = tune_workspace["root"]
     # lr 1e-6 keeps alt-tiny's zero-shot accuracy (a third of these 12 validation videos); lr 0.3 wrecks the
     # adapter in one epoch. Run one trial at a time in grid order (each wrecked trial after a sound one), so ASHA
     # meets the wrecked ones below its cutoff, whatever order concurrent trials would report in on a busy machine.
     space = write_space(root / "space.yaml", {"num_queries": {"grid": [2, 8]}, "lr": {"grid": [1.0e-6, 0.3]}})
     ctrl_c = signal.getsignal(signal.SIGINT)
-    summary = tune_search(search_job(workspace, "search1"), SearchOptions(space=str(space), concurrent=1))
+    summary = tune_search(search_job(tune_workspace, "search1"), SearchOptions(space=str(space), concurrent=1))
     assert signal.getsignal(signal.SIGINT) is ctrl_c  # Tune's own handler is gone: Ctrl-C stops a caller again
 
     trials = summary["trials"]
@@ -117,7 +80,7 @@ def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace
     decision = summary["decision"]
     assert (decision["alias"], decision["champion_version"]) == ("champion", None)
 
-    client = MlflowClient(workspace["tracking_uri"])
+    client = MlflowClient(tune_workspace["tracking_uri"])
     champion = client.get_model_version_by_alias("alt", "champion")
     assert int(champion.version) == decision["version"]
     assert {"data_hash", "corpus_hash", "search_id"} <= set(champion.tags)
@@ -133,32 +96,33 @@ def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace
     assert json.loads((root / "search1" / "tune.json").read_text())["decision"]["alias"] == "champion"
 
     worse = write_space(root / "worse.yaml", {"lr": {"grid": [1.0e-7]}, "num_queries": {"grid": [2]}})
-    second = tune_search(search_job(workspace, "search2"), SearchOptions(space=str(worse), concurrent=1))
+    second = tune_search(search_job(tune_workspace, "search2"), SearchOptions(space=str(worse), concurrent=1))
     assert second["best"]["best_val_top1"] <= summary["best"]["best_val_top1"]
     assert second["decision"]["alias"] == "challenger" and second["decision"]["champion_version"] == decision["version"]
     assert int(client.get_model_version_by_alias("alt", "champion").version) == decision["version"]
     assert int(client.get_model_version_by_alias("alt", "challenger").version) == second["decision"]["version"]
-    local = tracking.resolve_model("models:/alt@champion", workspace["tracking_uri"])
+    local = tracking.resolve_model("models:/alt@champion", tune_workspace["tracking_uri"])
     assert load_checkpoint(local).config.num_queries == best["config"]["num_queries"]
     # one cached copy per version: the alias and the pinned version share it, the challenger has its own
-    assert tracking.resolve_model(f"models:/alt/{decision['version']}", workspace["tracking_uri"]) == local
-    assert tracking.resolve_model("models:/alt@challenger", workspace["tracking_uri"]) != local
+    assert tracking.resolve_model(f"models:/alt/{decision['version']}", tune_workspace["tracking_uri"]) == local
+    assert tracking.resolve_model("models:/alt@challenger", tune_workspace["tracking_uri"]) != local
     versions = len(client.search_model_versions("name = 'alt'"))
-    resumed = tune_search(search_job(workspace, "search2"), SearchOptions(space=str(worse), concurrent=1, resume=True))
+    resumed = tune_search(search_job(tune_workspace, "search2"),
+                          SearchOptions(space=str(worse), concurrent=1, resume=True))
     assert resumed["decision"] == second["decision"]  # a finished search is reported, not crowned again
     assert len(client.search_model_versions("name = 'alt'")) == versions
 
 
 @pytest.mark.slow
-def test_killed_search_driver_resumes_without_rerunning_finished_trials(workspace, tmp_path):
+def test_killed_search_driver_resumes_without_rerunning_finished_trials(tune_workspace, tmp_path):
     space = write_space(tmp_path / "space.yaml", {"num_queries": {"grid": [2, 4]}}, max_t=2)
-    out = workspace["root"] / "search_killed"
+    out = tune_workspace["root"] / "search_killed"
     ray_tmp = tempfile.mkdtemp(prefix="altray", dir="/tmp")  # short: Ray's socket paths live under it
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "tune", "--space", str(space), "--data", workspace["data"],
-         "--corpus", workspace["corpus"], "--out", str(out), "--scheduler", "fifo", "--concurrent", "1",
-         "--tracking-uri", workspace["tracking_uri"]],
+        [sys.executable, "-m", "pipelines.cli", "tune", "--space", str(space), "--data", tune_workspace["data"],
+         "--corpus", tune_workspace["corpus"], "--out", str(out), "--scheduler", "fifo", "--concurrent", "1",
+         "--tracking-uri", tune_workspace["tracking_uri"]],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -174,12 +138,12 @@ def test_killed_search_driver_resumes_without_rerunning_finished_trials(workspac
     assert len(finished) == 1, "the driver was to be killed after the first of the two trials"
     epochs_before = {t: (out / "trials" / t / "progress.jsonl").read_text() for t in finished}
 
-    summary = tune_search(search_job(workspace, "search_killed"),
+    summary = tune_search(search_job(tune_workspace, "search_killed"),
                           SearchOptions(space=str(space), scheduler="fifo", concurrent=1, resume=True))
     assert len(summary["trials"]) == 2 and all(t["stop_reason"] == "completed" for t in summary["trials"])
     for trial in finished:  # not rerun: the same epoch lines, and one MLflow run per trial
         assert (out / "trials" / trial / "progress.jsonl").read_text() == epochs_before[trial]
-    client = MlflowClient(workspace["tracking_uri"])
+    client = MlflowClient(tune_workspace["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("alt").experiment_id],
                               filter_string=f"tags.search_id = '{summary['search_id']}'")
     per_trial = [r.data.tags.get("trial_id") for r in runs if r.data.tags.get("trial_id")]
