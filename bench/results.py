@@ -201,8 +201,8 @@ def run_one(prep: dict, method: str, seed: int, shots: int | None, hyper: dict, 
     if shots:
         schedule = replace(schedule, shots_file=str(prep["data"] / f"fewshot_{shots}.csv"))
     model = ALTConfig(**METHODS.get(method, {}), **DESIGN_VARIANTS.get(variant, {}), unfreeze_last_blocks=unfreeze)
-    settings = {"weights": weights_digest(), "model": model.to_dict(),
-                "train": schedule.to_dict() | {"shots_file": shots and f"fewshot_{shots}.csv"}}
+    settings = json.loads(json.dumps({"weights": weights_digest(), "model": model.to_dict(),  # as the row stores it
+                                      "train": schedule.to_dict() | {"shots_file": shots and f"fewshot_{shots}.csv"}}))
     row_file = RESULTS / "runs" / f"{name}.json"
     run_dir = prep["root"] / "runs" / name
     if row_file.exists():
@@ -238,7 +238,7 @@ def tuned(prep: dict, method: str, protocol: str, few_shot_steps: int) -> dict:
 
     space = SEARCH_SPACES[protocol]
     model = ALTConfig(**METHODS[method])
-    key = {"weights": weights_digest(), "model": model.to_dict(), "space": space.read_text()}
+    key = json.loads(json.dumps({"weights": weights_digest(), "model": model.to_dict(), "space": space.read_text()}))
     record_file = RESULTS / "tuning" / f"{method}-{protocol}.json"
     if record_file.exists() and json.loads(record_file.read_text())["key"] == key:
         return json.loads(record_file.read_text())
