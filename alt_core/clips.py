@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +140,14 @@ def few_shot_ids(video_labels: Iterable[tuple[str, str]], shots: int) -> set[str
         ranked = sorted(vids, key=lambda v: hashlib.sha1(v.encode()).hexdigest())
         chosen.update(ranked[:shots])
     return chosen
+
+
+def few_shot_validation_ids(train_rows: Iterable[tuple[str, str]], train_ids: set[str],
+                            val_rows: Iterable[tuple[str, str]]) -> set[str]:
+    """The validation videos of a few-shot run: as many per class as its training set has (the most of any
+    class), so its best epoch is chosen with no more labels than it trains on (`few_shot_ids` order)."""
+    shots = max(Counter(label for vid, label in set(train_rows) if vid in train_ids).values())
+    return few_shot_ids(val_rows, shots)
 
 
 def frames_from_bytes(values: list[bytes], fmt: ClipFormat) -> torch.Tensor:

@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,7 +31,15 @@ from ray.train.torch import TorchTrainer
 
 from alt_core.backbone import load_backbone
 from alt_core.checkpoint import FILES, read_config, restore_state, save_checkpoint
-from alt_core.clips import ClipDataError, ClipFormat, clip_batches, few_shot_ids, read_format, split_rows
+from alt_core.clips import (
+    ClipDataError,
+    ClipFormat,
+    clip_batches,
+    few_shot_ids,
+    few_shot_validation_ids,
+    read_format,
+    split_rows,
+)
 from alt_core.config import ALTConfig, BackboneSpec, TrainConfig
 from alt_core.corpus import CorpusError, EntityCorpus
 from alt_core.errors import ALTError
@@ -247,10 +254,7 @@ def training_datasets(job: TrainJob) -> tuple[dict, list[str], ClipFormat, int]:
         ids = few_shot_ids(train_rows, job.train.shots)
     elif job.train.shots_file:
         ids = listed_ids(job.train.shots_file, {v for v, _ in train_rows})
-    val_ids = None
-    if ids is not None:  # few-shot: validate on as many labelled videos per class as training has
-        shots = max(Counter(label for vid, label in set(train_rows) if vid in ids).values())
-        val_ids = few_shot_ids(split_rows(job.data, "val"), shots)
+    val_ids = few_shot_validation_ids(train_rows, ids, split_rows(job.data, "val")) if ids is not None else None
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # same seed, same batches
     datasets = {"train": clip_dataset(job.data, ["train"], ids).materialize(),
                 "val": clip_dataset(job.data, ["val"], val_ids).materialize()}
