@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from alt_core.clips import few_shot_ids, few_shot_validation_ids
 from alt_core.manifest import ManifestError, ManifestRow, read_labels, read_manifest
 
 LABELS = ["circle bouncing", "square spinning", "star growing"]
@@ -105,3 +106,12 @@ def test_missing_file_missing_columns_empty_values_and_no_rows(tmp_path: Path) -
     (tmp_path / "header_only.csv").write_text("path,label\n")
     with pytest.raises(ManifestError, match="has no rows"):
         read_manifest(tmp_path / "header_only.csv")
+
+
+def test_few_shot_runs_validate_on_as_many_videos_per_class_as_they_train_on():
+    train_rows = [(f"train-{label}{i}", label) for label in "ab" for i in range(6)]
+    val_rows = [(f"val-{label}{i}", label) for label in "ab" for i in range(5)]
+    for shots in (1, 2, 4):
+        chosen = few_shot_validation_ids(train_rows, few_shot_ids(train_rows, shots), val_rows)
+        assert sorted(label for vid, label in val_rows if vid in chosen) == ["a"] * shots + ["b"] * shots
+    assert len(few_shot_validation_ids(train_rows, {"train-a0", "train-a1", "train-b0"}, val_rows)) == 4

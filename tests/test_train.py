@@ -12,7 +12,7 @@ import torch
 
 from alt_core.backbone import load_backbone
 from alt_core.checkpoint import load_checkpoint, read_config
-from alt_core.clips import ClipDataError, ClipFormat, few_shot_ids, few_shot_validation_ids
+from alt_core.clips import ClipDataError, ClipFormat
 from alt_core.config import ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
 from alt_core.corpus import CorpusError, build_corpus
 from alt_core.errors import ALTError
@@ -107,15 +107,6 @@ def test_few_shot_subsets_ignore_the_training_seed_and_follow_a_list(workspace):
     with pytest.raises(ALTError, match="not in the train split"):
         training_datasets(job(workspace, "tokens", root / "unused",
                               {"shots_file": str(root / "synth" / "manifest.csv")}))
-
-
-def test_few_shot_runs_validate_on_as_many_videos_per_class_as_they_train_on():
-    train_rows = [(f"train-{label}{i}", label) for label in "ab" for i in range(6)]
-    val_rows = [(f"val-{label}{i}", label) for label in "ab" for i in range(5)]
-    for shots in (1, 2, 4):
-        chosen = few_shot_validation_ids(train_rows, few_shot_ids(train_rows, shots), val_rows)
-        assert sorted(label for vid, label in val_rows if vid in chosen) == ["a"] * shots + ["b"] * shots
-    assert len(few_shot_validation_ids(train_rows, {"train-a0", "train-a1", "train-b0"}, val_rows)) == 4
 
 
 def test_existing_run_needs_resume_and_resume_continues_it(workspace):
