@@ -801,8 +801,8 @@ def main() -> None:
                            pixels=d == 0 and args.unfrozen_seeds > 0) for d in range(args.data_seeds)]
         prepare_seconds = time.time() - start
         design = {"actions": (actions[0], list(DESIGN_VARIANTS))}
-        if "objects" in args.datasets:  # the variants with none and with all three routes, on the other dataset
-            design["objects"] = (prepare(out, DATASETS["objects"], 0, args.videos_per_class), ["alt-plain", "alt-all"])
+        if "objects" in args.datasets:
+            design["objects"] = (prepare(out, DATASETS["objects"], 0, args.videos_per_class), list(DESIGN_VARIANTS))
         for prep, variants in design.values():
             for variant in variants:
                 for shots in (None, DESIGN_SHOTS):
