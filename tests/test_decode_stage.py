@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from alt_core.clips import frames_from_bytes, read_format, read_quarantine, shard_paths, tokens_from_bytes
+from alt_core.clips import frames_from_bytes, read_format, read_quarantine, shard_paths, tokens_from_columns
 from alt_core.config import BackboneSpec, DecodeSpec
 from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import video_id
@@ -189,8 +189,7 @@ def test_cached_tokens_give_the_logits_of_decoded_frames(dataset: Path, frames_r
     model = make_model(micro_backbone, micro_corpus, tome_r=1, num_frames=FRAMES).eval()
     with torch.no_grad():
         pixels = frames_from_bytes([frame_rows[k]["frames"] for k in keys], read_format(frames_out))
-        tokens = tokens_from_bytes([token_rows[k]["tokens"] for k in keys], [token_rows[k]["sizes"] for k in keys],
-                                   fmt)
+        tokens = tokens_from_columns({name: [token_rows[k][name] for k in keys] for name in fmt.payload}, fmt)
         from_pixels, from_tokens = model(pixels=pixels), model(tokens=tokens)
     scale = float(model.logit_scale.detach().exp())
     # float16 keeps 11 bits (~5e-4 relative per value): cosines move by < 1e-3, logits by < 1e-3 x scale
