@@ -3,13 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export HF_HUB_OFFLINE := 1
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
-export MLFLOW_DISABLE_TELEMETRY := true
-export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
-export TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S := 0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo check test lint clean
 
 install: $(STAMP)
 

@@ -341,6 +341,9 @@ def main() -> None:
     """Entry point: user errors become one line on the console and exit code 2; bugs keep their traceback.
 
     Typer runs outside standalone mode so that its usage errors are printed here, on the console stream."""
+    from pipelines.environment import set_defaults
+
+    set_defaults()  # first: before any command imports Ray, MLflow or huggingface_hub
     from alt_core.errors import ALTError
     from pipelines.console import console, log_file
 

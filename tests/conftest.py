@@ -3,9 +3,9 @@
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from pipelines.environment import set_defaults
+
+set_defaults()  # the `alt` command's environment, before Ray, MLflow or huggingface_hub are imported
 
 import pytest  # noqa: E402
 import ray  # noqa: E402
