@@ -67,6 +67,7 @@ def test_explain_to_a_non_png_path_is_one_clear_error(tmp_path, checkpoint_and_c
 
 def test_missing_checkpoint_is_one_clear_error(tmp_path, checkpoint_and_clip):
     _, clip = checkpoint_and_clip
+    (tmp_path / "nope").mkdir()
     result = run_alt("predict", str(clip), "--checkpoint", str(tmp_path / "nope"))
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "model.safetensors is missing" in result.stderr
@@ -86,7 +87,7 @@ def test_flops_command_reports_vit_b16_at_281_gflops():
     (("flops", "--width", "30", "--heads", "4"), "width 30 is not divisible by heads 4"),
     (("flops", "--adapter", "lstm"), "unknown adapter 'lstm'"),
     (("decode", "--manifest", "/nonexistent/m.csv", "--out", "/tmp/x", "--frames", "0"), "frames must be >= 1"),
-    (("eval", "--checkpoint", "/nonexistent/ckpt", "--data", "/tmp"), "/nonexistent/ckpt is not a checkpoint"),
+    (("eval", "--checkpoint", "/nonexistent/ckpt", "--data", "/tmp"), "/nonexistent/ckpt: no such directory"),
 ])
 def test_settings_errors_are_one_line_from_the_dataclass(args, message):
     result = run_alt(*args)
