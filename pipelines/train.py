@@ -39,6 +39,7 @@ from alt_core.manifest import read_labels, read_manifest, video_id
 from alt_core.model import ALTModel
 from alt_core.train_state import load_optimizer, save_optimizer
 from alt_core.training import (
+    METRIC,
     VideoScores,
     build_optimizer,
     confusion_matrix,
@@ -53,7 +54,6 @@ from pipelines.datasets import clip_dataset
 
 logger = logging.getLogger(__name__)
 RUN_NAME = "train"  # Ray Train persists a job under OUT/ray/train
-METRIC = "val_top1"
 CONFUSION_FILE = "val_confusion.json"
 PROGRESS_FILE = "progress.jsonl"
 

@@ -51,7 +51,7 @@ class SearchSpace:
 
     path: str
     params: dict  # name -> {distribution: values}
-    metric: str = "val_top1"
+    metric: str = METRIC
     mode: str = "max"
     num_samples: int = 1
     max_t: int = 12
@@ -76,7 +76,7 @@ class SearchSpace:
         for key in raw:
             if key not in SPACE_KEYS:
                 fail(key, f"unknown key; allowed: {', '.join(SPACE_KEYS)}")
-        if raw.get("metric", "val_top1") not in METRICS:
+        if raw.get("metric", METRIC) not in METRICS:
             fail("metric", f"{raw['metric']!r} is not allowed; searches rank on validation data: {', '.join(METRICS)}")
         if raw.get("mode", "max") != "max":
             fail("mode", "accuracy is maximised: use max")

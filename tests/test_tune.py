@@ -21,12 +21,12 @@ from mlflow.tracking import MlflowClient
 from alt_core.checkpoint import load_checkpoint
 from alt_core.config import DecodeSpec, TrainConfig
 from alt_core.errors import ConfigError
+from alt_core.registry import resolve_model
 from alt_core.synthetic.synth import generate_synth_actions, split_classes
-from pipelines import tracking
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
-from pipelines.train import TrainJob
-from pipelines.tune import PROGRESS_FILE, SearchOptions, SearchSpace, tune_search
+from pipelines.jobs import SearchOptions, TrainJob
+from pipelines.tune import PROGRESS_FILE, SearchSpace, tune_search
 
 REPO = Path(__file__).resolve().parents[1]
 # two shapes x three motions: the shape words are known to alt-tiny, the motions have to be learned, so a
@@ -94,7 +94,7 @@ def search_job(ws: dict, out: str) -> TrainJob:
                     train=TrainConfig(batch_size=6))
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace):
     root = workspace["root"]
     # lr 1e-6 keeps alt-tiny's zero-shot accuracy (a third of these 12 validation videos); lr 0.3 wrecks the
@@ -137,18 +137,18 @@ def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(workspace
     assert second["decision"]["alias"] == "challenger" and second["decision"]["champion_version"] == decision["version"]
     assert int(client.get_model_version_by_alias("alt", "champion").version) == decision["version"]
     assert int(client.get_model_version_by_alias("alt", "challenger").version) == second["decision"]["version"]
-    local = tracking.resolve_model("models:/alt@champion", workspace["tracking_uri"])
+    local = resolve_model("models:/alt@champion", workspace["tracking_uri"]).directory
     assert load_checkpoint(local).config.num_queries == best["config"]["num_queries"]
     # one cached copy per version: the alias and the pinned version share it, the challenger has its own
-    assert tracking.resolve_model(f"models:/alt/{decision['version']}", workspace["tracking_uri"]) == local
-    assert tracking.resolve_model("models:/alt@challenger", workspace["tracking_uri"]) != local
+    assert resolve_model(f"models:/alt/{decision['version']}", workspace["tracking_uri"]).directory == local
+    assert resolve_model("models:/alt@challenger", workspace["tracking_uri"]).directory != local
     versions = len(client.search_model_versions("name = 'alt'"))
     resumed = tune_search(search_job(workspace, "search2"), SearchOptions(space=str(worse), concurrent=1, resume=True))
     assert resumed["decision"] == second["decision"]  # a finished search is reported, not crowned again
     assert len(client.search_model_versions("name = 'alt'")) == versions
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_killed_search_driver_resumes_without_rerunning_finished_trials(workspace, tmp_path):
     space = write_space(tmp_path / "space.yaml", {"num_queries": {"grid": [2, 4]}}, max_t=2)
     out = workspace["root"] / "search_killed"
