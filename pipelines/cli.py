@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from alt_core.config import ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
+from alt_core.config import DEFAULT_TOP_K, ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="ALT (Align before Adapt) video action recognition on Ray.")
@@ -112,7 +112,7 @@ def predict(
     video: Path = typer.Argument(..., help="a video file decord can read"),
     model: str = typer.Option(..., "--model", "--checkpoint", help=MODEL_HELP),
     tracking_uri: str = typer.Option(None, help=TRACKING_HELP),
-    top_k: int = typer.Option(5, min=1),
+    top_k: int = typer.Option(DEFAULT_TOP_K, min=1),
     clips: int = typer.Option(1, min=1),
     crops: int = typer.Option(1, min=1),
     as_json: bool = typer.Option(False, "--json"),
@@ -120,19 +120,18 @@ def predict(
                                                           "with each patch tinted by its region's entity"),
 ) -> None:
     """Decode one video and print its top-k labels and aligned entities."""
-    from alt_core.checkpoint import load_checkpoint
     from alt_core.errors import ConfigError
     from alt_core.predict import predict_video
-    from pipelines.tracking import resolve_model
+    from alt_core.registry import load_model
 
     if explain is not None and explain.suffix.lower() != ".png":
         raise ConfigError(f"--explain {explain}: the explanation picture is a PNG; give a path ending in .png")
-    loaded = load_checkpoint(resolve_model(model, tracking_uri))
+    loaded, source = load_model(model, tracking_uri)
     if explain is not None and (loaded.config.adapter != "alt" or loaded.config.queries != "entities"):
         raise ConfigError(f"--explain: this checkpoint's model ({loaded.config.adapter}, {loaded.config.queries} "
                           "queries) aligns no entities, so there is nothing to draw; drop --explain")
     result = predict_video(loaded, video, top_k, clips, crops, picture=explain is not None)
-    payload, text = result.to_dict(), result.text()
+    payload, text = {"video": result.name, "model": source.card(), **result.to_dict()}, result.text()
     if explain is not None:
         explain.parent.mkdir(parents=True, exist_ok=True)
         explain.write_bytes(result.picture.png())
@@ -309,16 +308,13 @@ def serve_cmd(
     import os
 
     from alt_core.errors import ConfigError
+    from alt_core.registry import is_registry_uri
     from pipelines.serve import DEFAULT_CONFIG, run_server, serve_config
 
     if model and checkpoint:
         raise ConfigError("pass --model or --checkpoint, not both")
-    if checkpoint is not None or (model and not model.startswith("models:/")):
-        directory = Path(checkpoint or model)
-        if not (directory / "config.json").is_file():
-            raise ConfigError(f"{directory} is not a checkpoint directory (no config.json); "
-                              "--model also takes a registry URI such as models:/alt@champion")
-        model = str(directory.resolve())
+    if checkpoint is not None or (model and not is_registry_uri(model)):
+        model = str(Path(checkpoint or model).resolve())  # the replicas may run in another working directory
     env_vars = {name: os.environ[name] for name in ("ALT_SERVE_TOKEN", "MLFLOW_TRACKING_URI") if name in os.environ}
     run_server(serve_config(config or DEFAULT_CONFIG, model, tracking_uri, host, port, env_vars),
                token=os.environ.get("ALT_SERVE_TOKEN"))

@@ -60,3 +60,10 @@ def test_importing_every_module_leaves_the_environment_unchanged():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["modules"] >= 40 and report["changed"] == []
 
+
+def test_the_serving_app_loads_neither_plotting_nor_the_pipelines():
+    code = ("import sys\nimport deploy.app\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'pipelines'}))")
+    result = run_fresh(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
