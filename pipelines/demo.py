@@ -23,9 +23,9 @@ from pipelines.console import ensure_ray
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
+from pipelines.jobs import SearchOptions, TrainJob
 from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config, serve_until_ctrl_c, stop_app
-from pipelines.train import TrainJob
-from pipelines.tune import SearchOptions, tune_search
+from pipelines.tune import tune_search
 
 logger = logging.getLogger(__name__)
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "tune_spaces" / "demo.yaml"

@@ -22,10 +22,6 @@ EXPERIMENT = "alt"
 REGISTERED_MODEL = "alt"
 
 
-def default_tracking_uri(out_dir: str | Path) -> str:
-    return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
-
-
 def experiment_id(tracking_uri: str, artifact_root: str | Path) -> str:
     """The `alt` experiment's id, created with its artifacts under `artifact_root` on first use."""
     mlflow.set_tracking_uri(tracking_uri)
