@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# On a fresh machine: `make demo`, `make check` (the fast loop) and `make test` (the full suite CI runs). Each
+# creates .venv on first use.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/alt demo --out runs/demo
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not ray"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

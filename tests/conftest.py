@@ -48,6 +48,15 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _ray_only_when_marked(request):
+    """A test that starts Ray says so with the `ray` marker, so that `make check` (which deselects them) holds
+    every other test and needs no cluster: an unmarked test that leaves Ray running fails."""
+    yield
+    if request.node.get_closest_marker("ray") is None:
+        assert not ray.is_initialized(), f"{request.node.nodeid} started Ray: mark it @pytest.mark.ray"
+
+
 _exit_status: list[int] = []
 
 

@@ -15,7 +15,7 @@ from alt_core.corpus import CorpusError, EntityCorpus, corpus_hash, gather_entit
 from pipelines.corpus import build_corpus_dataset
 from tests.helpers import LABELS, write_weights
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config
 from tests.browser import MISSING, browser_available, chromium, save_page, submit_clip
 from tests.helpers import LABELS, free_port, make_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP_MB = 2
