@@ -13,9 +13,8 @@ import platform
 import tempfile
 import time
 
-from machine import cpu_model
-
 from alt_core.synthetic.synth import all_classes, generate_synth_actions
+from bench.machine import cpu_model
 
 FRAMES, SIZE = 16, 64
 
