@@ -14,6 +14,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from alt_core.backbone import load_backbone  # noqa: E402
 from alt_core.corpus import build_corpus  # noqa: E402
+from pipelines.console import address_own_cluster  # noqa: E402
 from tests.helpers import LABELS, free_port  # noqa: E402
 
 
@@ -42,8 +43,10 @@ def local_ray():
     """A private 2-CPU Ray for one test module, stopped after it (modules opt in with usefixtures).
 
     With its dashboard (on a free port): Ray Train's placement-group cleaner asks the state API whether a
-    controller died, and without it a trial Tune stopped would keep its CPUs reserved forever."""
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=False)
+    controller died, and without it a trial Tune stopped would keep its CPUs reserved forever; its workers know
+    their own cluster's address (`address_own_cluster`), as other sessions' Rays may run beside it."""
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": address_own_cluster})
     yield
     ray.shutdown()
 
