@@ -14,13 +14,17 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from alt_core.backbone import ENTITY_TEMPLATES, Backbone
+from alt_core.config import ENTITY_TEMPLATES
 from alt_core.errors import ALTError
+
+if TYPE_CHECKING:  # the backbone (open_clip) is only needed to embed, not to read a corpus
+    from alt_core.backbone import Backbone
 
 BUILTIN_ENTITIES: tuple[tuple[str, str], ...] = (
     ("hand", "a human hand"), ("arm", "a human arm"), ("leg", "a human leg"), ("foot", "a human foot"),
