@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -m "not ray"
+	$(BIN)/pytest -m "not ray" -n 2 --dist worksteal
 
 test: $(STAMP)
 	$(BIN)/ruff check .
