@@ -17,6 +17,9 @@ from alt_core.corpus import build_corpus  # noqa: E402
 from pipelines.console import address_own_cluster  # noqa: E402
 from tests.helpers import LABELS, free_port  # noqa: E402
 
+if "PYTEST_XDIST_WORKER" in os.environ:  # make check: one test process per core, one torch thread each
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def micro_weights(tmp_path_factory) -> str:
