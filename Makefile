@@ -1,15 +1,11 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# On a fresh machine: `make demo`, `make check` (the fast loop) and `make test` (the full suite CI runs). Each
+# creates .venv on first use.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export HF_HUB_OFFLINE := 1
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
-export MLFLOW_DISABLE_TELEMETRY := true
-export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
-export TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S := 0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo check test lint clean
 
 install: $(STAMP)
 
@@ -21,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/alt demo --out runs/demo
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not ray" -n 2 --dist worksteal
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,10 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from alt_core.config import CONFIG_DIR, WEIGHTS_DIR, BackboneSpec
+from alt_core.config import CONFIG_DIR, ENTITY_TEMPLATES, WEIGHTS_DIR, BackboneSpec
 from alt_core.errors import ALTError
-
-ENTITY_TEMPLATES: tuple[str, ...] = ("{}", "a photo of {}.", "a video of {}.")
 
 
 class BackboneError(ALTError):

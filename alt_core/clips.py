@@ -106,13 +106,21 @@ def existing_shards(directory: str | Path) -> list[Path]:
 
 
 def read_format(directory: str | Path) -> ClipFormat:
-    return ClipFormat.from_schema(pq.read_schema(str(existing_shards(directory)[0])))
+    first = existing_shards(directory)[0]
+    try:
+        return ClipFormat.from_schema(pq.read_schema(str(first)))
+    except pa.ArrowException as err:
+        raise ClipDataError(f"{first} is not a readable clip shard ({err}); decode the videos again") from err
 
 
 def _split_table(directory: str | Path, splits: Iterable[str], columns: list[str]) -> pa.Table:
     """Some columns of the rows of some splits, read from the shards without their payload."""
-    dataset = pads.dataset([str(p) for p in existing_shards(directory)], format="parquet")
-    return dataset.to_table(columns=columns, filter=pads.field("split").isin(list(splits)))
+    try:
+        dataset = pads.dataset([str(p) for p in existing_shards(directory)], format="parquet")
+        return dataset.to_table(columns=columns, filter=pads.field("split").isin(list(splits)))
+    except pa.ArrowException as err:
+        raise ClipDataError(f"the clip shards in {directory} cannot be read ({err}); decode the videos again") \
+            from err
 
 
 def split_rows(directory: str | Path, split: str) -> list[tuple[str, str]]:

@@ -24,6 +24,8 @@ AdapterKind = Literal["alt", "meanpool", "temporal"]
 QUERY_KINDS = ("entities", "learned")
 QueryKind = Literal["entities", "learned"]
 CLASS_TEMPLATES: tuple[str, ...] = ("a video of {}.", "{}", "a photo of {}.")
+ENTITY_TEMPLATES: tuple[str, ...] = ("{}", "a photo of {}.", "a video of {}.")
+DEFAULT_TOP_K = 5  # labels a prediction returns unless asked otherwise: `alt predict`, the HTTP API, batch inference
 
 
 def setting(default: Any, help: str, cli: bool = True, flag: str | None = None) -> Any:

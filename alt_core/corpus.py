@@ -14,13 +14,17 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from alt_core.backbone import ENTITY_TEMPLATES, Backbone
+from alt_core.config import ENTITY_TEMPLATES
 from alt_core.errors import ALTError
+
+if TYPE_CHECKING:  # the backbone (open_clip) is only needed to embed, not to read a corpus
+    from alt_core.backbone import Backbone
 
 BUILTIN_ENTITIES: tuple[tuple[str, str], ...] = (
     ("hand", "a human hand"), ("arm", "a human arm"), ("leg", "a human leg"), ("foot", "a human foot"),
@@ -138,13 +142,17 @@ class EntityCorpus:
         path = Path(path)
         if not path.is_file():
             raise CorpusError(f"corpus file {path} does not exist; build one with `alt corpus build`")
-        table = pq.read_table(str(path))
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        cols = table.to_pydict()
-        entities = [Entity(u, d, s, tuple(ls)) for u, d, s, ls in
-                    zip(cols["unit"], cols["description"], cols["source"], cols["labels"], strict=True)]
-        return cls(entities, torch.tensor(cols["embedding"], dtype=torch.float32), meta["backbone"],
-                   tuple(json.loads(meta["templates"])), meta["content_hash"])
+        try:
+            table = pq.read_table(str(path))
+            meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+            cols = table.to_pydict()
+            entities = [Entity(u, d, s, tuple(ls)) for u, d, s, ls in
+                        zip(cols["unit"], cols["description"], cols["source"], cols["labels"], strict=True)]
+            return cls(entities, torch.tensor(cols["embedding"], dtype=torch.float32), meta["backbone"],
+                       tuple(json.loads(meta["templates"])), meta["content_hash"])
+        except (pa.ArrowException, KeyError, ValueError) as err:
+            raise CorpusError(f"{path} is not a corpus written by `alt corpus build` ({type(err).__name__}: "
+                              f"{str(err)[:160]}); build it again") from err
 
 
 def corpus_hash(entities: Sequence[Entity], backbone: str, templates: Sequence[str]) -> str:

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alt_core.errors import ALTError
@@ -37,8 +38,12 @@ def read_labels(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"label file {path} does not exist")
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"label file {path} is not UTF-8 text ({err.reason}); one class name per line") from err
     labels: list[str] = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         name = line.strip()
         if not name:
             continue
@@ -60,19 +65,13 @@ def read_manifest(path: str | Path, labels_file: str | Path | None = None,
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            _check_columns(path, reader.fieldnames or [])
-            # line numbers count the header as line 1
-            records = [(lineno, r) for lineno, r in enumerate(reader, start=2)]
-    elif suffix in (".parquet", ".pq"):
-        table = pq.read_table(str(path))
-        _check_columns(path, table.column_names)
-        records = list(enumerate(table.to_pylist(), start=1))
-    else:
-        records = _read_mmaction(path, labels_file)
+    try:
+        records = _records(path, labels_file)
+    except (UnicodeDecodeError, csv.Error, pa.ArrowException) as err:
+        kind = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}.get(path.suffix.lower(), "an mmaction2 list")
+        cause = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ManifestError(f"manifest {path} cannot be read as {kind} ({cause}); pass a CSV or Parquet file with "
+                            "path,label[,split] columns, or an mmaction2 list") from err
     rows = []
     for lineno, rec in records:
         video, label = str(rec.get("path") or "").strip(), str(rec.get("label") or "").strip()
@@ -83,6 +82,21 @@ def read_manifest(path: str | Path, labels_file: str | Path | None = None,
     if not rows:
         raise ManifestError(f"manifest {path} has no rows")
     return rows
+
+
+def _records(path: Path, labels_file: str | Path | None) -> list[tuple[int, dict]]:
+    """(line number, record) of every row, by the file's suffix."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            _check_columns(path, reader.fieldnames or [])
+            return [(lineno, r) for lineno, r in enumerate(reader, start=2)]  # the header is line 1
+    if suffix in (".parquet", ".pq"):
+        table = pq.read_table(str(path))
+        _check_columns(path, table.column_names)
+        return list(enumerate(table.to_pylist(), start=1))
+    return _read_mmaction(path, labels_file)
 
 
 def _check_columns(path: Path, columns: list[str]) -> None:

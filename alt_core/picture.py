@@ -2,8 +2,10 @@
 
 The sampled frames of one view sit in a strip. Every patch is tinted with the colour of the entity its ToMe
 region took (`Alignment.patch_entity`), for the entities the adapter read as queries; patches whose region
-took any other entity stay as they were. Below the strip: a legend of those entities with their alignment
-scores and the frames they were found in, and the top-k labels as bars.
+took any other entity stay as they were. The scene is the exception: an entity that took most of the strip's
+patches (the background, as a rule) keeps its pixels and is outlined in its colour, so that the objects and the
+frames stay readable. Below the strip: a legend of those entities with their alignment scores and the frames
+they were found in (the scene's swatch hollow, as its patches are), and the top-k labels as bars.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
            (219, 219, 141), (158, 218, 229))
 TINT = 0.5  # weight of the entity colour in a tinted patch
+SCENE_SHARE = 0.5  # an entity that took more than this share of the strip's patches is the scene: outlined
 FRAME_PIXELS = 128  # frames are enlarged (nearest neighbour, whole factors) to at least this width
 MARGIN, ROW = 10, 22
 BACKGROUND, INK = (255, 255, 255), (20, 20, 20)
@@ -34,6 +37,7 @@ class ExplanationPicture:
     scale: int  # picture pixels per frame pixel
     origins: list[tuple[int, int]]  # (x, y) of each frame's top-left corner in the picture
     colours: dict[int, tuple[int, int, int]]  # entity index -> tint
+    scene: frozenset[int]  # entities drawn outlined, not tinted
 
     def png(self) -> bytes:
         buffer = io.BytesIO()
@@ -42,16 +46,26 @@ class ExplanationPicture:
 
 
 def tinted_frame(frame: np.ndarray, patch_entity: np.ndarray, patch_size: int,
-                 colours: dict[int, tuple[int, int, int]]) -> np.ndarray:
-    """frame (H, W, 3) uint8, patch_entity (H/ps, W/ps) -> the frame with each coloured entity's patches tinted."""
+                 colours: dict[int, tuple[int, int, int]], outlined: frozenset[int] = frozenset()) -> np.ndarray:
+    """frame (H, W, 3) uint8, patch_entity (H/ps, W/ps) -> the frame with each coloured entity's patches tinted,
+    except the `outlined` entities': their patches keep their pixels, and their border is drawn in their colour."""
+    def pixels(mask: np.ndarray) -> np.ndarray:  # a patch mask at pixel resolution
+        return mask.repeat(patch_size, 0).repeat(patch_size, 1)
+
     colour_of_patch = np.zeros((*patch_entity.shape, 3))
     tinted = np.zeros(patch_entity.shape, dtype=bool)
     for entity, colour in colours.items():
-        mask = patch_entity == entity
-        colour_of_patch[mask], tinted[mask] = colour, True
-    colour = colour_of_patch.repeat(patch_size, 0).repeat(patch_size, 1)  # (H, W, 3)
-    weight = TINT * tinted.repeat(patch_size, 0).repeat(patch_size, 1)[..., None]  # (H, W, 1)
-    return np.rint((1 - weight) * frame + weight * colour).astype(np.uint8)
+        if entity not in outlined:
+            mask = patch_entity == entity
+            colour_of_patch[mask], tinted[mask] = colour, True
+    weight = TINT * pixels(tinted)[..., None]  # (H, W, 1)
+    out = np.rint((1 - weight) * frame + weight * pixels(colour_of_patch)).astype(np.uint8)
+    for entity in outlined:
+        inside = pixels(patch_entity == entity)
+        padded = np.pad(inside, 1, mode="edge")  # the frame's own edge is no border
+        border = inside & ~(padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+        out[border] = colours[entity]
+    return out
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -73,6 +87,8 @@ def explanation_picture(frames: torch.Tensor, alignment: Alignment, item: int, e
     grid = int(round(patch_entity.shape[1] ** 0.5))
     patch_size = h // grid
     colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(entity_index)}
+    cells = patch_entity.view(t, grid, grid).cpu().numpy()
+    scene = frozenset(k for k in entity_index if (cells == k).mean() > SCENE_SHARE)
     scale = max(1, -(-FRAME_PIXELS // w))
     font, small = _font(14), _font(12)
     rows = max(len(entities), len(labels))
@@ -81,9 +97,8 @@ def explanation_picture(frames: torch.Tensor, alignment: Alignment, item: int, e
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     origins = []
-    cells = patch_entity.view(t, grid, grid).cpu().numpy()
     for i in range(t):
-        pixels = tinted_frame(frames[i].permute(1, 2, 0).cpu().numpy(), cells[i], patch_size, colours)
+        pixels = tinted_frame(frames[i].permute(1, 2, 0).cpu().numpy(), cells[i], patch_size, colours, scene)
         origin = (MARGIN + i * (w * scale + MARGIN), MARGIN)
         image.paste(Image.fromarray(pixels).resize((w * scale, h * scale), Image.NEAREST), origin)
         draw.text((origin[0], origin[1] + h * scale + 2), f"frame {i}", fill=INK, font=small)
@@ -94,10 +109,13 @@ def explanation_picture(frames: torch.Tensor, alignment: Alignment, item: int, e
     draw.text((column, top), "top labels", fill=INK, font=font)
     for row, entity in enumerate(entities):
         y = top + ROW * (row + 1)
-        draw.rectangle((MARGIN, y + 2, MARGIN + 14, y + 16), fill=colours[entity_index[row]])
-        draw.text((MARGIN + 20, y), f"{entity.unit}  {entity.score:+.3f}  {entity.frames}", fill=INK, font=small)
+        k = entity_index[row]
+        swatch = {"outline": colours[k], "width": 3} if k in scene else {"fill": colours[k]}
+        draw.rectangle((MARGIN, y + 2, MARGIN + 14, y + 16), **swatch)
+        text = f"{entity.unit}  {entity.score:+.3f}  {entity.frames}" + ("  (scene: outlined)" if k in scene else "")
+        draw.text((MARGIN + 20, y), text, fill=INK, font=small)
     for row, (label, score) in enumerate(zip(labels, scores, strict=True)):
         y = top + ROW * (row + 1)
         draw.rectangle((column, y + 2, column + int(160 * score), y + 16), fill=(70, 130, 180))
         draw.text((column + 166, y), f"{score:.3f}  {label}", fill=INK, font=small)
-    return ExplanationPicture(image, scale, origins, colours)
+    return ExplanationPicture(image, scale, origins, colours, scene)

@@ -17,6 +17,10 @@ import torch
 from alt_core.clips import ClipBatch
 from alt_core.model import ALTModel, ALTOutput
 
+# The score of a model: validation top-1, by which training keeps its best epoch, searches rank trials and the
+# registry tags versions (never test data)
+METRIC = "val_top1"
+
 
 def forward(model: torch.nn.Module, batch: ClipBatch) -> ALTOutput:
     return model(pixels=batch.pixels) if batch.pixels is not None else model(tokens=batch.tokens)

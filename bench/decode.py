@@ -34,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import cpu_model, report  # bench/ is the script's directory
 
-import pipelines  # noqa: F401  (environment defaults before Ray starts)
+from bench.machine import cpu_model, report
+from pipelines.environment import set_defaults
+
+set_defaults()  # before Ray, MLflow and huggingface_hub are imported
+
 from alt_core.config import DecodeSpec
 from alt_core.manifest import read_manifest
 from alt_core.synthetic.synth import all_classes, clip_seed, render_clip, sample_clip_spec, write_mp4

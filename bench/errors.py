@@ -15,13 +15,15 @@ import argparse
 import json
 from pathlib import Path
 
-from machine import report, torch_machine  # bench/ is the script's directory
+from bench.machine import report, torch_machine
+from pipelines.environment import set_defaults
 
-import pipelines  # noqa: F401  (environment defaults)
+set_defaults()  # before Ray, MLflow and huggingface_hub are imported
+
 from alt_core.checkpoint import load_checkpoint
 from alt_core.manifest import read_labels
 from alt_core.synthetic.synth import PAIR_MOTIONS, parse_class
-from results import RESULTS, ROOT, split_logits, weights_digest
+from bench.results import RESULTS, ROOT, split_logits, weights_digest
 
 METHODS = ("alt", "alt-learned", "temporal")
 

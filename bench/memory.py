@@ -20,19 +20,18 @@ import json
 import multiprocessing as mp
 import resource
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
-from machine import cpu_model, report  # bench/ is the script's directory
 
+from bench.machine import cpu_model, report
+from pipelines.environment import set_defaults
+
+set_defaults()  # before Ray, MLflow and huggingface_hub are imported
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import pipelines  # noqa: E402,F401  (environment defaults before Ray starts)
 
 ACTOR_MARKERS = {"decode": "ShardDecoder", "corpus": "EmbedActor"}
 

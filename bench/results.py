@@ -50,9 +50,12 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import torch
-from machine import report, torch_machine  # bench/ is the script's directory
 
-import pipelines  # noqa: F401  (environment defaults before Ray starts)
+from bench.machine import report, torch_machine
+from pipelines.environment import set_defaults
+
+set_defaults()  # before Ray, MLflow and huggingface_hub are imported
+
 from alt_core.alignment import soft_gradient_shares
 from alt_core.checkpoint import load_checkpoint
 from alt_core.clips import clip_batches, existing_shards, read_format

@@ -33,7 +33,12 @@ import aiohttp
 import numpy as np
 import torch
 import yaml
-from machine import report, torch_machine  # bench/ is the script's directory
+
+from bench.machine import report, torch_machine
+from pipelines.environment import set_defaults
+
+set_defaults()  # before Ray, MLflow and huggingface_hub are imported
+
 from ray import serve
 
 from alt_core.backbone import load_backbone

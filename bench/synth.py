@@ -13,10 +13,9 @@ import platform
 import tempfile
 import time
 
-from machine import cpu_model
-
 from alt_core.synthetic.dataset import generate_dataset
 from alt_core.synthetic.synth import all_classes
+from bench.machine import cpu_model
 
 FRAMES, SIZE = 16, 64
 

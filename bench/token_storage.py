@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 import open_clip
-from machine import report  # bench/ is the script's directory
 
 from alt_core.tome import merge_schedule
+from bench.machine import report
 
 BACKBONES = {"ViT-B-16": 8, "ViT-L-14": 6}  # the recommended ToMe r: about 100 regions a frame (docs/scaling.md)
 DATASETS = {"Kinetics-400": 240_000, "Kinetics-700": 545_000}  # training videos

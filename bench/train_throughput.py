@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-from machine import torch_machine  # bench/ is the script's directory
 
 from alt_core.backbone import load_backbone
 from alt_core.config import ALTConfig
@@ -29,6 +28,7 @@ from alt_core.flops import count_flops
 from alt_core.model import ALTModel
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, split_classes
 from alt_core.tome import FrameTokens
+from bench.machine import torch_machine
 
 
 def synth_pixels(labels: list[str], batch: int, frames: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,13 +18,16 @@ import json
 import shutil
 from pathlib import Path
 
-from machine import report, torch_machine  # bench/ is the script's directory
+from bench.machine import report, torch_machine
+from pipelines.environment import set_defaults
 
+set_defaults()  # before Ray, MLflow and huggingface_hub are imported
+
+from bench.results import RESULTS, ROOT, prepare, weights_digest
 from pipelines.console import ensure_ray, setup_logging
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainJob
-from pipelines.tune import SearchOptions, tune_search
-from results import RESULTS, ROOT, prepare, weights_digest
+from pipelines.jobs import SearchOptions, TrainJob
+from pipelines.tune import tune_search
 
 SPACE = ROOT / "tune_spaces" / "tiny.yaml"
 

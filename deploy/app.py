@@ -38,15 +38,14 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from alt_core.alignment import explain
-from alt_core.checkpoint import load_checkpoint
-from alt_core.config import Settings, setting
+from alt_core.config import DEFAULT_TOP_K, Settings, setting
 from alt_core.model import ALTModel
-from alt_core.picture import explanation_picture
+from alt_core.predict import VideoRequest, predict_batch
+from alt_core.registry import is_registry_uri, load_model, registry_version
 from alt_core.video import VideoDecodeError, load_views
 
 logger = logging.getLogger(__name__)
-MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS, DEFAULT_TOP_K = 1000, 200, 8, 5
+MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS = 1000, 200, 8
 DECODE_THREADS = 2  # per ingress replica
 OPTION_NAMES = ("top_k", "labels", "explain", "clips", "picture", "format")
 PAGE = Path(__file__).with_name("page.html")
@@ -349,11 +348,10 @@ class Ingress:
             raise APIError(504, "timeout", "decoding took longer than the request's time budget") from err
         decoded = time.perf_counter()
         try:
-            result = await asyncio.wait_for(
-                self.model.predict.remote({"views": views, "labels": options.labels, "top_k": top_k,
-                                           "explain": options.explain,
-                                           "picture": options.picture or options.format == "png"}),
-                max(0.001, deadline - time.perf_counter()))
+            request = VideoRequest(views, "upload", options.labels, top_k, options.explain,
+                                   picture=options.picture or options.format == "png")
+            result = await asyncio.wait_for(self.model.predict.remote(request),
+                                            max(0.001, deadline - time.perf_counter()))
         except TimeoutError as err:
             raise APIError(504, "timeout", "the model did not answer within the request's time budget") from err
         except BackPressureError as err:
@@ -414,32 +412,24 @@ class ALTModelServer:
         threading.Thread(target=self.watch, name="alias-watcher", daemon=True).start()
 
     def load(self, reference: str) -> LoadedModel:
-        from pipelines.tracking import registry_version, resolve_model
-
-        meta = {"uri": reference}
-        if reference.startswith("models:/"):  # resolve an alias once, then load exactly that version
-            meta |= registry_version(reference, self.settings.tracking_uri)
-            reference = f"models:/{meta['name']}/{meta['version']}"
-        local = resolve_model(reference, self.settings.tracking_uri)
-        model = load_checkpoint(local, device=self.device)
-        meta["checkpoint"] = str(local) if not reference.startswith("models:/") else None
-        meta["adapter"] = model.config.adapter
+        """Load what a reference names now (an alias is pinned to its version); the model is described by its
+        name, version, alias and run, never by where its files are."""
+        model, source = load_model(reference, self.settings.tracking_uri, device=self.device)
+        meta = source.card() | {"adapter": model.config.adapter}
         size, frames = model.backbone.image_size, model.config.num_frames
         with torch.inference_mode():  # warm: the first request should not pay for allocator and kernel set-up
-            model.embed(pixels=torch.zeros(1, frames, 3, size, size, dtype=torch.uint8, device=self.device))
-        logger.info(f"serving {reference} ({meta.get('version', 'directory')})")
+            model(pixels=torch.zeros(1, frames, 3, size, size, dtype=torch.uint8, device=self.device))
+        logger.info(f"serving {source.title()}")
         return LoadedModel(model, meta, self.settings.label_cache_size)
 
     def watch(self) -> None:
         """While the served reference is a registry alias, poll it; load a moved alias's version beside the
         old one, then swap (requests in flight keep theirs). A version that failed to load is not retried."""
-        from pipelines.tracking import registry_version
-
         failed = None
         while self.settings.watch_s > 0:
             time.sleep(self.settings.watch_s)
             reference = self.settings.model
-            if not (reference.startswith("models:/") and "@" in reference):
+            if not (is_registry_uri(reference) and "@" in reference):
                 continue
             try:
                 now = registry_version(reference, self.settings.tracking_uri)["version"]
@@ -468,7 +458,7 @@ class ALTModelServer:
         if "max_batch_size" in user_config or "batch_wait_timeout_s" in user_config:
             self.configure_batching(int(user_config.get("max_batch_size", self.settings.max_batch_size)),
                                     float(user_config.get("batch_wait_timeout_s", self.settings.batch_wait_timeout_s)))
-        if user_config.get("model") and user_config["model"] != self.loaded.meta["uri"]:
+        if user_config.get("model") and user_config["model"] != self.settings.model:
             self.switch(user_config["model"])
 
     async def info(self) -> dict:
@@ -480,52 +470,33 @@ class ALTModelServer:
         return {"replica": serve.get_replica_context().replica_id.unique_id, "requests": self.served,
                 "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
 
-    async def predict(self, item: dict) -> dict:
-        return await self.run_batch(item)
+    async def predict(self, request: VideoRequest) -> dict:
+        return await self.run_batch(request)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def run_batch(self, items: list[dict]) -> list[dict]:
+    @serve.batch(max_batch_size=ServeSettings.max_batch_size, batch_wait_timeout_s=ServeSettings.batch_wait_timeout_s)
+    async def run_batch(self, requests: list[VideoRequest]) -> list[dict]:
         loaded = self.loaded  # one version for the whole batch, even if the alias moves meanwhile
-        results = await asyncio.to_thread(self.forward, loaded, items)
-        self.batch_sizes[len(items)] += 1
-        self.served += len(items)
+        results = await asyncio.to_thread(self.forward, loaded, requests)
+        self.batch_sizes[len(requests)] += 1
+        self.served += len(requests)
         return results
 
-    def forward(self, loaded: LoadedModel, items: list[dict]) -> list[dict]:
+    def forward(self, loaded: LoadedModel, requests: list[VideoRequest]) -> list[dict]:
+        """One forward over the batch's clips that fit the loaded version's input shape; a clip decoded for a
+        version that has just been replaced gets an error to retry."""
         model = loaded.model
         expected = (model.config.num_frames, 3, model.backbone.image_size, model.backbone.image_size)
-        good = [it for it in items if tuple(it["views"].shape[1:]) == expected]
-        good_ids = {id(it) for it in good}
-        pixels = torch.cat([it["views"] for it in good]).to(self.device) if good else None  # (sum V, T, 3, S, S)
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
-                                                    enabled=self.device.type == "cuda"):
-            video, alignment = model.embed(pixels=pixels) if good else (None, None)
-        units = [e.unit for e in model.entities]
-        descriptions = [e.description for e in model.entities]
-        results, offset = [], 0
-        for it in items:
-            if id(it) not in good_ids:  # decoded for a model version that has just been replaced
+        fits = [tuple(request.views.shape[1:]) == expected for request in requests]
+        predictions = iter(predict_batch(model, [r for r, ok in zip(requests, fits, strict=True) if ok],
+                                         loaded.class_matrix))
+        results = []
+        for ok in fits:
+            if not ok:
                 results.append({"error": "the model changed while the clip was decoded; retry"})
                 continue
-            count = it["views"].shape[0]
-            with torch.inference_mode():
-                logits = model.logits(video[offset:offset + count].float(), loaded.class_matrix(it["labels"]))
-            probs = logits.mean(0).softmax(-1)  # views averaged
-            names = it["labels"] or model.labels
-            top = probs.topk(min(it["top_k"], len(names)))
-            predictions = [{"label": names[i], "score": round(float(p), 4)}
-                           for p, i in zip(top.values, top.indices.tolist(), strict=True)]
-            explanation = explain(alignment, units, descriptions, item=offset) if alignment is not None else []
-            picture = None
-            if it["picture"] and alignment is not None:  # drawn for the first view, as the entities are
-                picture = explanation_picture(it["views"][0], alignment, offset, explanation,
-                                              [p["label"] for p in predictions],
-                                              [p["score"] for p in predictions]).png()
-            entities = [{"unit": e.unit, "description": e.description, "score": round(e.score, 4),
-                         "frames": e.frames} for e in explanation] if it["explain"] else []
-            results.append({"model": loaded.meta, "batch_size": len(items), "entities": entities,
-                            "predictions": predictions, "picture": picture})
-            offset += count
+            prediction = next(predictions)
+            results.append({"model": loaded.meta, "batch_size": len(requests), **prediction.to_dict(),
+                            "picture": prediction.picture.png() if prediction.picture else None})
         return results
 
 

@@ -1,6 +1,7 @@
-"""Make the README's screenshot of the web page with the browser test's own code (tests/browser.py).
+"""Make the README's screenshot of the web page with the browser test's own code (tests/browser.py). Run it
+from the repository root as a module, so that `tests` imports as the package it is:
 
-    python docs/screenshot.py --model models:/alt@champion --tracking-uri sqlite:///runs/demo/tune/mlflow.db \
+    python -m docs.screenshot --model models:/alt@champion --tracking-uri sqlite:///$PWD/runs/demo/tune/mlflow.db \
         --clip runs/demo/synth/videos/<class>/<n>.mp4 --out docs/page.png
 
 Serves the model on a free loopback port, uploads the clip in headless Chromium, waits for the answer and
@@ -10,15 +11,16 @@ saves the page; the server is taken down afterwards.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.environment import set_defaults
 
-from pipelines.console import out, setup_logging  # noqa: E402
-from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config, stop_app  # noqa: E402
-from tests.browser import chromium, save_page, submit_clip  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+set_defaults()  # before Ray, MLflow and huggingface_hub are imported
+
+from pipelines.console import out, setup_logging
+from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config, stop_app
+from tests.browser import chromium, save_page, submit_clip
+from tests.helpers import free_port
 
 
 def main() -> None:

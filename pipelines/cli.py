@@ -1,6 +1,7 @@
 """The `alt` command line: thin typer commands over library functions that tests call directly.
 
-Settings dataclasses (`ALTConfig`, `TrainConfig`, `DecodeSpec`, `PretrainConfig`) become options through
+Settings dataclasses (`ALTConfig`, `TrainConfig`, `DecodeSpec`, `PretrainConfig`, `TrainJob`, `SearchOptions`)
+become options through
 `settings_options`: one option per field, with the field's default and help, so no default or bound
 is restated here.
 """
@@ -13,12 +14,13 @@ import json
 import sys
 import traceback
 import typing
-from dataclasses import fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import typer
 
-from alt_core.config import ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
+from alt_core.config import DEFAULT_TOP_K, ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
+from pipelines.jobs import SearchOptions, TrainJob
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="ALT (Align before Adapt) video action recognition on Ray.")
@@ -56,7 +58,8 @@ def settings_options(**settings: tuple[type, tuple[str, ...]]):
                 if typing.get_origin(annotation) is typing.Literal:
                     annotation = str
                 names = [f.metadata["flag"]] if f.metadata.get("flag") else []
-                option = typer.Option(f.default, *names, help=f.metadata.get("help"))
+                default = ... if f.default is MISSING else f.default  # a field without a default: required
+                option = typer.Option(default, *names, help=f.metadata.get("help"))
                 added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                                annotation=annotation))
                 owners[f.name] = argument
@@ -112,7 +115,7 @@ def predict(
     video: Path = typer.Argument(..., help="a video file decord can read"),
     model: str = typer.Option(..., "--model", "--checkpoint", help=MODEL_HELP),
     tracking_uri: str = typer.Option(None, help=TRACKING_HELP),
-    top_k: int = typer.Option(5, min=1),
+    top_k: int = typer.Option(DEFAULT_TOP_K, min=1),
     clips: int = typer.Option(1, min=1),
     crops: int = typer.Option(1, min=1),
     as_json: bool = typer.Option(False, "--json"),
@@ -120,19 +123,18 @@ def predict(
                                                           "with each patch tinted by its region's entity"),
 ) -> None:
     """Decode one video and print its top-k labels and aligned entities."""
-    from alt_core.checkpoint import load_checkpoint
     from alt_core.errors import ConfigError
     from alt_core.predict import predict_video
-    from pipelines.tracking import resolve_model
+    from alt_core.registry import load_model
 
     if explain is not None and explain.suffix.lower() != ".png":
         raise ConfigError(f"--explain {explain}: the explanation picture is a PNG; give a path ending in .png")
-    loaded = load_checkpoint(resolve_model(model, tracking_uri))
+    loaded, source = load_model(model, tracking_uri)
     if explain is not None and (loaded.config.adapter != "alt" or loaded.config.queries != "entities"):
         raise ConfigError(f"--explain: this checkpoint's model ({loaded.config.adapter}, {loaded.config.queries} "
                           "queries) aligns no entities, so there is nothing to draw; drop --explain")
     result = predict_video(loaded, video, top_k, clips, crops, picture=explain is not None)
-    payload, text = result.to_dict(), result.text()
+    payload, text = {"video": result.name, "model": source.card(), **result.to_dict()}, result.text()
     if explain is not None:
         explain.parent.mkdir(parents=True, exist_ok=True)
         explain.write_bytes(result.picture.png())
@@ -226,27 +228,17 @@ def decode(
 
 
 @app.command("train")
-@settings_options(model=(ALTConfig, FROM_DATA), schedule=(TrainConfig, ()))
-def train_cmd(
-    model,
-    schedule,
-    data: Path = typer.Option(..., help="clip shards from `alt decode`"),
-    corpus: Path = typer.Option(..., help="corpus .parquet from `alt corpus build`"),
-    out: Path = typer.Option(..., help="run directory"),
-    labels: Path = typer.Option(None, help="label set (default: labels of the train split)"),
-    workers: int = typer.Option(1, min=1, help="DDP workers"),
-    gpu: bool = typer.Option(False, help="one GPU per worker"),
-    resume: bool = typer.Option(False, help="continue the run in OUT"),
-    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: sqlite under OUT)"),
-    max_failures: int = typer.Option(2, min=0, help="worker-group restarts before giving up"),
-) -> None:
+@settings_options(model=(ALTConfig, FROM_DATA), schedule=(TrainConfig, ()), job=(TrainJob, ("model", "train")))
+def train_cmd(model, schedule, job) -> None:
     """Ray Train: train the alignment + adapter with DDP, checkpoint every epoch, log to MLflow."""
-    from pipelines.train import TrainJob, train
+    from pipelines.inputs import check_inputs
 
-    job = TrainJob(data=str(data), corpus=str(corpus), out=str(out), model=model, train=schedule,
-                   labels=str(labels) if labels else None, workers=workers, gpu=gpu, resume=resume,
-                   tracking_uri=tracking_uri, max_failures=max_failures)
-    summary = train(job)
+    job = replace(job, model=model, train=schedule)
+    inputs = check_inputs(job)  # a wrong input fails here, in seconds, before Ray is even imported
+
+    from pipelines.train import train
+
+    summary = train(job, inputs)
     _echo_json({k: summary[k] for k in ("checkpoint", "best", "run_id", "model_version", "tracking_uri", "seconds")})
 
 
@@ -268,33 +260,14 @@ def eval_cmd(
 
 
 @app.command()
-@settings_options(model=(ALTConfig, FROM_DATA), schedule=(TrainConfig, ("epochs",)))
-def tune(
-    model,
-    schedule,
-    space: Path = typer.Option(..., help="search space file, e.g. tune_spaces/tiny.yaml"),
-    data: Path = typer.Option(..., help="clip shards from `alt decode` (train and val splits)"),
-    corpus: Path = typer.Option(..., help="corpus .parquet from `alt corpus build`"),
-    out: Path = typer.Option(..., help="search directory"),
-    labels: Path = typer.Option(None, help="label set (default: labels of the train split)"),
-    trials: int = typer.Option(None, help="samples to draw (default: the space file's num_samples); "
-                                          "grid entries multiply it"),
-    concurrent: int = typer.Option(2, min=1, help="trials at a time (capped to what the cluster fits)"),
-    scheduler: str = typer.Option("asha", help="asha (stop weak trials early) | fifo (every trial to max_t)"),
-    workers_per_trial: int = typer.Option(1, min=1, help="DDP workers of each trial"),
-    gpu: bool = typer.Option(False, help="one GPU per trial worker"),
-    resume: bool = typer.Option(False, help="continue the search in OUT"),
-    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default: sqlite under OUT)"),
-) -> None:
+@settings_options(model=(ALTConfig, FROM_DATA), schedule=(TrainConfig, ("epochs",)),
+                  job=(TrainJob, ("model", "train", "workers", "gpu", "resume", "max_failures")),
+                  options=(SearchOptions, ()))
+def tune(model, schedule, job, options) -> None:
     """Ray Tune: search the space file's settings with ASHA; register the best trial, crown a champion."""
-    from pipelines.train import TrainJob
-    from pipelines.tune import SearchOptions, tune_search
+    from pipelines.tune import tune_search
 
-    job = TrainJob(data=str(data), corpus=str(corpus), out=str(out), model=model, train=schedule,
-                   labels=str(labels) if labels else None, tracking_uri=tracking_uri)
-    options = SearchOptions(space=str(space), trials=trials, concurrent=concurrent, scheduler=scheduler,
-                            workers_per_trial=workers_per_trial, gpu=gpu, resume=resume)
-    summary = tune_search(job, options)
+    summary = tune_search(replace(job, model=model, train=schedule), options)
     _echo_json({k: summary[k] for k in ("search_id", "best", "decision", "trial_epochs", "seconds")})
 
 
@@ -311,16 +284,13 @@ def serve_cmd(
     import os
 
     from alt_core.errors import ConfigError
+    from alt_core.registry import is_registry_uri
     from pipelines.serve import DEFAULT_CONFIG, run_server, serve_config
 
     if model and checkpoint:
         raise ConfigError("pass --model or --checkpoint, not both")
-    if checkpoint is not None or (model and not model.startswith("models:/")):
-        directory = Path(checkpoint or model)
-        if not (directory / "config.json").is_file():
-            raise ConfigError(f"{directory} is not a checkpoint directory (no config.json); "
-                              "--model also takes a registry URI such as models:/alt@champion")
-        model = str(directory.resolve())
+    if checkpoint is not None or (model and not is_registry_uri(model)):
+        model = str(Path(checkpoint or model).resolve())  # the replicas may run in another working directory
     env_vars = {name: os.environ[name] for name in ("ALT_SERVE_TOKEN", "MLFLOW_TRACKING_URI") if name in os.environ}
     run_server(serve_config(config or DEFAULT_CONFIG, model, tracking_uri, host, port, env_vars),
                token=os.environ.get("ALT_SERVE_TOKEN"))
@@ -343,6 +313,9 @@ def main() -> None:
     """Entry point: user errors become one line on the console and exit code 2; bugs keep their traceback.
 
     Typer runs outside standalone mode so that its usage errors are printed here, on the console stream."""
+    from pipelines.environment import set_defaults
+
+    set_defaults()  # first: before any command imports Ray, MLflow or huggingface_hub
     from alt_core.errors import ALTError
     from pipelines.console import console, log_file
 

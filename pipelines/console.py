@@ -87,8 +87,20 @@ def ensure_ray(**kwargs) -> None:
         return
     capture_library_output()
     verbose = _state["verbose"]
+    if "RAY_ADDRESS" not in os.environ:  # a Ray of our own, maybe beside others on this machine
+        kwargs.setdefault("runtime_env", {"worker_process_setup_hook": address_own_cluster})
     ray.init(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR, **kwargs)
     quiet_ray_data(verbose)
+
+
+def address_own_cluster() -> None:
+    """Ray worker setup: name the worker's own cluster in RAY_ADDRESS. Ray Train's placement-group cleaner asks
+    the state API about a run's controller without an address; where other Ray instances run on the machine
+    (other users, other sessions) it finds several and fails, and the CPUs of a search's finished trials stay
+    reserved: the stage after the search then waits for them forever."""
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def quiet_ray_data(verbose: bool = False) -> None:

@@ -20,8 +20,8 @@ import ray
 import torch
 from ray.data import ActorPoolStrategy
 
-from alt_core.backbone import ENTITY_TEMPLATES, load_backbone
-from alt_core.config import BackboneSpec
+from alt_core.backbone import load_backbone
+from alt_core.config import ENTITY_TEMPLATES, BackboneSpec
 from alt_core.corpus import CorpusError, EntityCorpus, corpus_hash, gather_entities
 from alt_core.manifest import read_labels
 from pipelines.console import ensure_ray

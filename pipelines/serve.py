@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve.schema import ApplicationStatus, ServeDeploySchema
 
 from alt_core.errors import ALTError, ConfigError
+from alt_core.registry import check_model
 from pipelines.console import ensure_ray
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,15 @@ def serve_config(path: str | Path = DEFAULT_CONFIG, model: str | None = None, tr
 
 
 def deploy(config: ServeDeploySchema, timeout_s: float = 300.0) -> str:
-    """Start Serve with the config's HTTP options, deploy its applications, wait until `alt` runs; its URL."""
+    """Check the application's settings and the model they name (a corrupt checkpoint refuses to start, with
+    one line naming the file), start Serve with the config's HTTP options, deploy its applications and wait
+    until `alt` runs; returns its URL."""
     from ray.serve._private.api import serve_start  # what `serve run CONFIG` uses to deploy a config file
 
+    from deploy.app import ServeSettings
+
+    settings = ServeSettings.from_dict(next(app.args for app in config.applications if app.name == APP_NAME))
+    check_model(settings.model, settings.tracking_uri)
     ensure_ray()
     client = serve_start(http_options=config.http_options.model_dump(), proxy_location=config.proxy_location)
     client.deploy_apps(config, _blocking=False)
@@ -102,8 +109,8 @@ def run_server(config: ServeDeploySchema, token: str | None = None) -> None:
     try:
         url = deploy(config)
         model = model_summary(url, token)
-        version = f" version {model['version']} ({model.get('alias') or 'pinned'})" if model.get("version") else ""
-        logger.info(f"serve: {url} (API docs {url}/docs) serving {model['uri']}{version}; Ctrl-C stops")
+        version = f" version {model['version']} ({model['alias'] or 'pinned'})" if model["version"] else ""
+        logger.info(f"serve: {url} (API docs {url}/docs) serving {model['name']}{version}; Ctrl-C stops")
         serve_until_ctrl_c()
     finally:
         stop_app()

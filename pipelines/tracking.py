@@ -1,11 +1,9 @@
-"""MLflow tracking: a sqlite store by default (one machine) or a tracking server (a team: docs/cluster.md), one run
-per training (rank 0 logs), registry model `alt`."""
+"""MLflow tracking: a sqlite store by default (one machine) or a tracking server (a team: docs/cluster.md),
+one run per training (rank 0 logs), its plots, and the versions of registry model `alt` it registers and
+crowns. Reading the registry (loading a model by name) is `alt_core/registry.py`, which needs none of this."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,14 +16,10 @@ import numpy as np  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from alt_core.errors import ALTError  # noqa: E402
+from alt_core.training import METRIC  # noqa: E402
 
 EXPERIMENT = "alt"
 REGISTERED_MODEL = "alt"
-
-
-def default_tracking_uri(out_dir: str | Path) -> str:
-    return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
 
 def is_tracking_server(tracking_uri: str) -> bool:
@@ -70,7 +64,7 @@ def curves_png(history: list[dict], path: Path, best_epoch: int | None = None) -
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    for key in ("train_acc", "val_top1"):
+    for key in ("train_acc", METRIC):
         ax_acc.plot(epochs, [h[key] for h in history], marker="o", label=key)
     if best_epoch is not None:
         ax_acc.axvline(best_epoch, color="grey", linestyle="--", label="kept (best val)")
@@ -183,7 +177,7 @@ def trial_curves_png(trials: list[dict], max_t: int, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for t in trials:
         epochs = [row["epoch"] for row in t["history"]]
-        values = [row["val_top1"] for row in t["history"]]
+        values = [row[METRIC] for row in t["history"]]
         line, = ax.plot(epochs, values, marker=".", label=t["trial_id"])
         if t["stop_reason"] == "stopped by ASHA" and epochs:
             ax.plot(epochs[-1], values[-1], marker="x", markersize=10, color=line.get_color())
@@ -227,7 +221,7 @@ def crown(tracking_uri: str, version: int, score: float, val_hash: str) -> dict:
         current = None
     decision = {"version": version, "score": score, "data_hash": val_hash,
                 "champion_version": int(current.version) if current else None,
-                "champion_score": float(current.tags.get("val_top1", "nan")) if current else None}
+                "champion_score": float(current.tags.get(METRIC, "nan")) if current else None}
     if current is None:
         alias, reason = "champion", "no champion yet"
     elif current.tags.get("data_hash") != val_hash:
@@ -238,63 +232,3 @@ def crown(tracking_uri: str, version: int, score: float, val_hash: str) -> dict:
         alias, reason = "challenger", "it does not beat the champion on the same validation data"
     client.set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
     return decision | {"alias": alias, "reason": reason}
-
-
-def store_uri(reference: str, tracking_uri: str | None) -> str:
-    """The MLflow store that holds a registry URI: the flag, else MLFLOW_TRACKING_URI."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise ALTError(f"{reference} names a registered model: pass --tracking-uri (or set MLFLOW_TRACKING_URI) "
-                       "to say which MLflow store holds it")
-    return uri
-
-
-def registry_version(reference: str, tracking_uri: str | None = None) -> dict:
-    """What a registry URI (`models:/NAME@ALIAS` or `models:/NAME/VERSION`) points at now: name, version,
-    alias, run id, data hash and validation score of that version."""
-    uri = store_uri(reference, tracking_uri)
-    name_and_ref = reference[len("models:/"):]
-    name, sep, ref = name_and_ref.partition("@") if "@" in name_and_ref else name_and_ref.partition("/")
-    if not (name and sep and ref) or (sep == "/" and not ref.isdigit()):
-        raise ALTError(f"{reference} is not a registry URI we load: use models:/NAME@ALIAS or models:/NAME/VERSION")
-    client = MlflowClient(uri)
-    try:
-        version = client.get_model_version_by_alias(name, ref) if sep == "@" else client.get_model_version(name, ref)
-    except MlflowException as err:
-        raise ALTError(f"cannot find {reference} in {uri}: {str(err).splitlines()[0]}") from err
-    return {"name": name, "version": int(version.version), "alias": ref if sep == "@" else None,
-            "run_id": version.run_id, "data_hash": version.tags.get("data_hash"),
-            "val_top1": version.tags.get("val_top1")}
-
-
-def resolve_model(reference: str | Path, tracking_uri: str | None = None) -> Path:
-    """A local checkpoint directory for a directory or a registry URI. Registry versions are downloaded once
-    into a per-user cache keyed by store, name, version and run (an alias is resolved first), so hot swaps and
-    repeated `alt predict` calls do not pile up copies. The run is part of the key because a version number is
-    not unique over time: a store deleted and made again at the same URI (a rerun of `alt demo`) numbers its
-    versions from 1 again."""
-    reference = str(reference)
-    if not reference.startswith("models:/"):
-        return Path(reference)
-    uri = store_uri(reference, tracking_uri)
-    version = registry_version(reference, uri)
-    store = hashlib.sha256(uri.encode()).hexdigest()[:12]
-    cache = Path(tempfile.gettempdir()) / f"alt-models-{os.getuid()}"
-    target = cache / store / version["name"] / f"{version['version']}-{version['run_id']}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="download-", dir=target.parent))
-    mlflow.set_tracking_uri(uri)
-    try:
-        downloaded = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{version['name']}/{version['version']}", dst_path=str(staging))
-        os.replace(downloaded, target)  # whole or not at all: a concurrent loader finds a complete directory
-    except OSError:
-        if not (target / "config.json").is_file():  # not another loader's finished copy: a real failure
-            raise
-    except MlflowException as err:
-        raise ALTError(f"cannot load {reference} from {uri}: {str(err).splitlines()[0]}") from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import ray
@@ -31,22 +31,13 @@ from ray.train.torch import TorchTrainer
 
 from alt_core.backbone import load_backbone
 from alt_core.checkpoint import FILES, read_config, restore_state, save_checkpoint
-from alt_core.clips import (
-    ClipDataError,
-    ClipFormat,
-    clip_batches,
-    few_shot_ids,
-    few_shot_validation_ids,
-    read_format,
-    split_rows,
-)
-from alt_core.config import ALTConfig, BackboneSpec, TrainConfig
-from alt_core.corpus import CorpusError, EntityCorpus
-from alt_core.errors import ALTError
-from alt_core.manifest import read_labels, read_manifest, video_id
+from alt_core.clips import ClipDataError, ClipFormat, clip_batches
+from alt_core.config import TrainConfig
+from alt_core.corpus import EntityCorpus
 from alt_core.model import ALTModel
 from alt_core.train_state import load_optimizer, save_optimizer
 from alt_core.training import (
+    METRIC,
     VideoScores,
     build_optimizer,
     confusion_matrix,
@@ -58,61 +49,12 @@ from alt_core.training import (
 from pipelines import tracking
 from pipelines.console import ensure_ray
 from pipelines.datasets import clip_dataset
+from pipelines.inputs import TrainingInputs, check_inputs
+from pipelines.jobs import RUN_NAME, TrainJob
 
 logger = logging.getLogger(__name__)
-RUN_NAME = "train"  # Ray Train persists a job under OUT/ray/train
-METRIC = "val_top1"
 CONFUSION_FILE = "val_confusion.json"
 PROGRESS_FILE = "progress.jsonl"
-
-
-@dataclass
-class TrainJob:
-    """One training run: its inputs and outputs, how it is distributed, and what it trains."""
-
-    data: str
-    corpus: str
-    out: str
-    model: ALTConfig = field(default_factory=ALTConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    labels: str | None = None
-    workers: int = 1
-    gpu: bool = False
-    resume: bool = False
-    tracking_uri: str | None = None
-    max_failures: int = 2
-    run_name: str | None = None
-
-    def mlflow_uri(self) -> str:
-        """The tracking URI given, or the sqlite store under OUT."""
-        return self.tracking_uri or tracking.default_tracking_uri(self.out)
-
-    def params(self) -> dict:
-        """Flat parameters for MLflow."""
-        flat = {k: v for k, v in asdict(self).items() if k not in ("model", "train")}
-        return flat | self.model.to_dict() | self.train.to_dict()
-
-
-def model_config(job: TrainJob, fmt: ClipFormat, corpus: EntityCorpus) -> ALTConfig:
-    """The job's model settings, completed from the data: cached tokens fix the backbone (and its weights),
-    ToMe r and frame count they were made with; the corpus must come from the same backbone."""
-    config = replace(job.model, num_frames=fmt.shape[0], corpus_hash=corpus.content_hash)
-    if fmt.kind == "tokens":
-        spec = BackboneSpec.parse(fmt.backbone)
-        if spec.id != fmt.backbone:
-            raise ClipDataError(f"the tokens in {job.data} were cached with backbone {fmt.backbone}, whose weights "
-                                f"are now {spec.id}; decode the videos again with --cache-tokens")
-        config = replace(config, backbone=spec.name, pretrained=spec.pretrained, tome_r=fmt.tome_r)
-        if config.unfreeze_last_blocks:
-            raise ClipDataError("unfreeze_last_blocks trains the image tower, which cached tokens skip; "
-                                "decode frames (without --cache-tokens) to train it")
-    current = BackboneSpec(config.backbone, config.pretrained).id  # ids carry the weights' digest
-    if corpus.backbone != current:
-        raise CorpusError(f"corpus {job.corpus} was embedded with {corpus.backbone}, but training uses "
-                          f"{current}; rebuild the corpus "
-                          f"with --backbone {config.backbone}" + (f" --pretrained {config.pretrained}"
-                                                                  if config.pretrained else ""))
-    return config
 
 
 def _gather(scores: VideoScores) -> VideoScores:
@@ -167,10 +109,9 @@ def train_loop(config: dict) -> None:
     (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))  # lets operators (and tests) find workers
     torch.manual_seed(job.train.seed)
     device = ray.train.torch.get_device()
-    corpus = EntityCorpus.load(job.corpus)
-    settings = model_config(job, fmt, corpus)
-    core = ALTModel(settings, load_backbone(settings.backbone, settings.pretrained, device=device), corpus,
-                    labels).to(device)
+    settings = job.model  # completed from the data and checked in the driver (`check_inputs`)
+    core = ALTModel(settings, load_backbone(settings.backbone, settings.pretrained, device=device),
+                    EntityCorpus.load(job.corpus), labels).to(device)
     optimizer = build_optimizer(core, job.train.lr, job.train.weight_decay)
     meta = {"epoch": 0, "history": [], "run_id": None}
     checkpoint = ray.train.get_checkpoint()  # set after a worker-group restart or on `--resume`
@@ -238,37 +179,12 @@ def build_trainer(job: TrainJob, datasets: dict, labels: list[str], fmt: ClipFor
     )
 
 
-def training_datasets(job: TrainJob) -> tuple[dict, list[str], ClipFormat, int]:
-    """Materialized train/val datasets, the label set, the clip format and the number of train videos.
-
-    A few-shot run (K videos per class) validates on at most K videos per class of the val split, as a user
-    with K labelled videos per class could: its best epoch is chosen with no more labels than it trains on.
-    Materialized: on small machines a lazy stage must not compete with train workers for CPUs."""
-    fmt = read_format(job.data)
-    train_rows = split_rows(job.data, "train")
-    if not train_rows:
-        raise ClipDataError(f"{job.data} has no rows with split 'train'; decode a manifest with a train split")
-    labels = read_labels(job.labels) if job.labels else sorted({label for _, label in train_rows})
-    ids = None
-    if job.train.shots:
-        ids = few_shot_ids(train_rows, job.train.shots)
-    elif job.train.shots_file:
-        ids = listed_ids(job.train.shots_file, {v for v, _ in train_rows})
-    val_ids = few_shot_validation_ids(train_rows, ids, split_rows(job.data, "val")) if ids is not None else None
+def training_datasets(job: TrainJob, inputs: TrainingInputs) -> dict:
+    """Materialized train/val datasets: on small machines a lazy stage must not compete with train workers for
+    CPUs."""
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # same seed, same batches
-    datasets = {"train": clip_dataset(job.data, ["train"], ids).materialize(),
-                "val": clip_dataset(job.data, ["val"], val_ids).materialize()}
-    return datasets, labels, fmt, len(ids) if ids else len({v for v, _ in train_rows})
-
-
-def listed_ids(shots_file: str, train_ids: set[str]) -> set[str]:
-    """The video ids of a few-shot list; every listed video must be in the decoded train split."""
-    ids = {video_id(row.path) for row in read_manifest(shots_file, default_split="train")}
-    missing = len(ids - train_ids)
-    if missing:
-        raise ClipDataError(f"{missing} of the {len(ids)} videos of {shots_file} are not in the train split of the "
-                            "decoded data; decode the manifest the list was made from")
-    return ids
+    return {"train": clip_dataset(job.data, ["train"], inputs.train_ids).materialize(),
+            "val": clip_dataset(job.data, ["val"], inputs.val_ids).materialize()}
 
 
 def _follow_progress(path: Path, epochs: int, stop: threading.Event) -> None:
@@ -287,14 +203,16 @@ def _follow_progress(path: Path, epochs: int, stop: threading.Event) -> None:
             return
 
 
-def train(job: TrainJob) -> dict:
-    """Train with Ray Train; returns a summary with the best epoch's checkpoint directory and MLflow run."""
+def train(job: TrainJob, inputs: TrainingInputs | None = None) -> dict:
+    """Train with Ray Train; returns a summary with the best epoch's checkpoint directory and MLflow run.
+    `inputs`: the job's checked inputs when the caller checked them already (`check_inputs`)."""
     out = Path(job.out).resolve()
     job = replace(job, out=str(out))
-    if (out / "ray" / RUN_NAME).exists() and not job.resume:
-        raise ALTError(f"{out / 'ray' / RUN_NAME} exists: pass --resume to continue that run or choose another --out")
+    inputs = inputs or check_inputs(job)  # every user error, before Ray starts a worker
+    job = replace(job, model=inputs.model)
+    labels, fmt, train_videos = inputs.labels, inputs.fmt, inputs.train_videos
     ensure_ray()
-    datasets, labels, fmt, train_videos = training_datasets(job)
+    datasets = training_datasets(job, inputs)
     out.mkdir(parents=True, exist_ok=True)
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     logger.info(f"train: {job.model.adapter} on {train_videos} videos x {len(labels)} classes, "

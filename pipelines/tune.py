@@ -30,9 +30,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from alt_core.clips import data_hash
 from alt_core.config import ALTConfig, TrainConfig
 from alt_core.errors import ALTError, ConfigError
+from alt_core.training import METRIC
 from pipelines import tracking
 from pipelines.console import ensure_ray
-from pipelines.train import METRIC, TrainJob, publish_checkpoint, training_datasets
+from pipelines.inputs import check_inputs
+from pipelines.jobs import SearchOptions, TrainJob
+from pipelines.train import publish_checkpoint, training_datasets
 
 logger = logging.getLogger(__name__)
 SEARCH_FILE, RESULTS_FILE, PROGRESS_FILE = "search.json", "tune.json", "trials.jsonl"
@@ -52,7 +55,7 @@ class SearchSpace:
 
     path: str
     params: dict  # name -> {distribution: values}
-    metric: str = "val_top1"
+    metric: str = METRIC
     mode: str = "max"
     num_samples: int = 1
     max_t: int = 12
@@ -77,7 +80,7 @@ class SearchSpace:
         for key in raw:
             if key not in SPACE_KEYS:
                 fail(key, f"unknown key; allowed: {', '.join(SPACE_KEYS)}")
-        if raw.get("metric", "val_top1") not in METRICS:
+        if raw.get("metric", METRIC) not in METRICS:
             fail("metric", f"{raw['metric']!r} is not allowed; searches rank on validation data: {', '.join(METRICS)}")
         if raw.get("mode", "max") != "max":
             fail("mode", "accuracy is maximised: use max")
@@ -107,6 +110,13 @@ class SearchSpace:
 
     def grid_points(self) -> int:
         return math.prod(len(d["grid"]) for d in self.params.values() if "grid" in d)
+
+    def values(self, name: str) -> list:
+        """The values a setting takes in this space: a grid's or choice's, a range's bounds; [] if not searched."""
+        if name not in self.params:
+            return []
+        (kind, values), = self.params[name].items()
+        return [values[0], values[1] - 1] if kind == "randint" else list(values)
 
 
 def _check_param(path: Path, name: str, dist) -> None:
@@ -197,19 +207,6 @@ def _short(config: dict) -> str:
     return ", ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
 
 
-@dataclass
-class SearchOptions:
-    """How a search runs: its scheduler, trials and resources."""
-
-    space: str
-    trials: int | None = None  # Tune's num_samples (grid entries multiply it); default from the space file
-    concurrent: int = 2
-    scheduler: str = "asha"
-    workers_per_trial: int = 1
-    gpu: bool = False
-    resume: bool = False
-
-
 def fitting_concurrency(requested: int, workers: int, gpu: bool) -> int:
     """Trials that fit at once: each holds `workers` CPUs (or GPUs) for its Train workers; trial drivers
     and Train controllers take none, and the datasets are materialized before any trial starts, so no data
@@ -229,10 +226,6 @@ def fitting_concurrency(requested: int, workers: int, gpu: bool) -> int:
 def tune_search(job: TrainJob, options: SearchOptions) -> dict:
     """Run (or resume) a search; returns the summary also written to OUT/tune.json."""
     space = SearchSpace.load(options.space)
-    if options.scheduler not in ("asha", "fifo"):
-        raise ConfigError(f"unknown scheduler {options.scheduler!r}; choose asha or fifo")
-    if options.trials is not None and options.trials < 1:
-        raise ConfigError(f"--trials must be >= 1, got {options.trials}")
     out = Path(job.out).resolve()
     job = replace(job, out=str(out), workers=options.workers_per_trial, gpu=options.gpu)
     job = replace(job, tracking_uri=job.mlflow_uri())
@@ -243,10 +236,14 @@ def tune_search(job: TrainJob, options: SearchOptions) -> dict:
         logger.info(trials_table(summary["trials"]))
         logger.info(decision_line(summary["decision"]))
         return summary
-    ensure_ray()  # everything that can refuse the inputs runs before the search record exists
+    inputs = check_inputs(job, num_queries=space.values("num_queries"))  # every user error, before Ray starts
+    job = replace(job, model=inputs.model)
+    labels, fmt, train_videos = inputs.labels, inputs.fmt, inputs.train_videos
+    record = _previous_search(out, options)
+    ensure_ray()
     concurrent = fitting_concurrency(options.concurrent, options.workers_per_trial, options.gpu)
-    datasets, labels, fmt, train_videos = training_datasets(job)
-    search = _search_record(out, options, job)
+    datasets = training_datasets(job, inputs)
+    search = record or _new_search(out, options, job)
     tags = {"mlflow.parentRunId": search["parent_run_id"], "search_id": search["search_id"]}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, job=job, datasets=datasets, labels=labels, fmt=fmt, max_t=space.max_t,
@@ -292,16 +289,21 @@ def fit_keeping_ctrl_c(tuner: tune.Tuner):
         signal.signal(signal.SIGINT, previous)
 
 
-def _search_record(out: Path, options: SearchOptions, job: TrainJob) -> dict:
-    """The search's identity (id, MLflow parent run), created once and reused by --resume."""
+def _previous_search(out: Path, options: SearchOptions) -> dict | None:
+    """The identity (id, MLflow parent run) of the search in OUT that --resume continues; None for a new one."""
     path = out / SEARCH_FILE
-    if path.is_file():
-        if not options.resume:
-            raise ALTError(f"{out} holds a search already: pass --resume to continue it or choose another --out")
-        record = json.loads(path.read_text())
-        if Path(record["space"]).resolve() != Path(options.space).resolve():
-            raise ConfigError(f"{out} is a search over {record['space']}; resume it with --space {record['space']}")
-        return record
+    if not path.is_file():
+        return None
+    if not options.resume:
+        raise ALTError(f"{out} holds a search already: pass --resume to continue it or choose another --out")
+    record = json.loads(path.read_text())
+    if Path(record["space"]).resolve() != Path(options.space).resolve():
+        raise ConfigError(f"{out} is a search over {record['space']}; resume it with --space {record['space']}")
+    return record
+
+
+def _new_search(out: Path, options: SearchOptions, job: TrainJob) -> dict:
+    """A new search's identity: an id and its MLflow parent run, recorded for --resume."""
     out.mkdir(parents=True, exist_ok=True)
     search_id = uuid.uuid4().hex[:8]
     parent = tracking.start_search_run(job.mlflow_uri(), out / "mlartifacts", f"search-{search_id}",
@@ -310,7 +312,7 @@ def _search_record(out: Path, options: SearchOptions, job: TrainJob) -> dict:
                                         "workers_per_trial": options.workers_per_trial, "data": job.data,
                                         "corpus": job.corpus}, {"search_id": search_id})
     record = {"search_id": search_id, "parent_run_id": parent, "space": options.space}
-    path.write_text(json.dumps(record, indent=1))
+    (out / SEARCH_FILE).write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -351,18 +353,12 @@ def crown(job: TrainJob, best: dict, search: dict, labels: list[str]) -> dict:
     """Register the best trial's best epoch; it becomes `champion` only if it beats the current champion on
     the same validation data, otherwise `challenger`."""
     val_hash = data_hash(job.data, ["val"])
-    tags = {"data_hash": val_hash, "corpus_hash": read_corpus_hash(job), "search_id": search["search_id"],
+    tags = {"data_hash": val_hash, "corpus_hash": job.model.corpus_hash, "search_id": search["search_id"],
             "trial_id": best["trial_id"], METRIC: str(best["best_val_top1"])}
     final = Path(job.out) / "best_checkpoint"
     version, _ = publish_checkpoint(job, Checkpoint(best["checkpoint"]), final, best["run_id"], best["history"],
                                     labels, tags=tags)
     return tracking.crown(job.mlflow_uri(), version, best["best_val_top1"], val_hash) | {"checkpoint": str(final)}
-
-
-def read_corpus_hash(job: TrainJob) -> str:
-    from alt_core.corpus import EntityCorpus
-
-    return EntityCorpus.load(job.corpus).content_hash
 
 
 def trials_table(trials: list[dict]) -> str:

@@ -3,9 +3,9 @@
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from pipelines.environment import set_defaults
+
+set_defaults()  # the `alt` command's environment, before Ray, MLflow or huggingface_hub are imported
 
 import pytest  # noqa: E402
 import ray  # noqa: E402
@@ -16,9 +16,13 @@ from alt_core.backbone import load_backbone  # noqa: E402
 from alt_core.config import DecodeSpec  # noqa: E402
 from alt_core.corpus import build_corpus  # noqa: E402
 from alt_core.synthetic.dataset import generate_dataset  # noqa: E402
+from pipelines.console import address_own_cluster  # noqa: E402
 from pipelines.corpus import build_corpus_dataset  # noqa: E402
 from pipelines.decode import decode_manifest  # noqa: E402
 from tests.helpers import LABELS, SEEN, free_port  # noqa: E402
+
+if "PYTEST_XDIST_WORKER" in os.environ:  # make check: one test process per core, one torch thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +50,10 @@ def local_ray():
     """A private 2-CPU Ray for one test module, stopped after it (modules opt in with usefixtures).
 
     With its dashboard (on a free port): Ray Train's placement-group cleaner asks the state API whether a
-    controller died, and without it a trial Tune stopped would keep its CPUs reserved forever."""
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=False)
+    controller died, and without it a trial Tune stopped would keep its CPUs reserved forever; its workers know
+    their own cluster's address (`address_own_cluster`), as other sessions' Rays may run beside it."""
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(), log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": address_own_cluster})
     yield
     ray.shutdown()
 
@@ -58,14 +64,22 @@ def tune_workspace(tmp_path_factory, local_ray) -> dict:
     tracking URI: what a search trains on (tests.helpers.search_job)."""
     root = tmp_path_factory.mktemp("tune")
     synth = root / "synth"
-    generate_dataset(synth, seed=3, classes=SEEN, videos_per_class=8, frames=16, size=64, workers=1,
-                           fewshot=())
+    generate_dataset(synth, seed=3, classes=SEEN, videos_per_class=8, frames=16, size=64, workers=1, fewshot=())
     build_corpus_dataset(synth / "labels_seen.txt", ["labels", str(synth / "entities.jsonl")], "alt-tiny", None,
                          root / "corpus.parquet")
     decode_manifest(synth / "manifest.parquet", root / "tokens", workers=2,
                     spec=DecodeSpec(clips=1, train_clips=1, cache_tokens=True, backbone="alt-tiny"))
     return {"root": root, "data": str(root / "tokens"), "corpus": str(root / "corpus.parquet"),
             "tracking_uri": f"sqlite:///{root / 'registry.db'}"}
+
+
+@pytest.fixture(autouse=True)
+def _ray_only_when_marked(request):
+    """A test that starts Ray says so with the `ray` marker, so that `make check` (which deselects them) holds
+    every other test and needs no cluster: an unmarked test that leaves Ray running fails."""
+    yield
+    if request.node.get_closest_marker("ray") is None:
+        assert not ray.is_initialized(), f"{request.node.nodeid} started Ray: mark it @pytest.mark.ray"
 
 
 _exit_status: list[int] = []

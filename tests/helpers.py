@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from alt_core.config import ALTConfig, TrainConfig
 from alt_core.model import ALTModel
 from alt_core.synthetic.synth import split_classes
+from pipelines.jobs import TrainJob
 from pipelines.tracking_server import free_port as free_port  # where the servers we start take theirs
-from pipelines.train import TrainJob
 
 KUBERAY = Path(__file__).resolve().parents[1] / "deploy" / "kuberay"
 LABELS = ["circle moving left", "square spinning", "star bouncing", "ring growing"]

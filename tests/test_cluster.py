@@ -33,7 +33,7 @@ from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
 from tests.helpers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = all_classes()[:2]

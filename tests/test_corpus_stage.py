@@ -9,13 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from alt_core.backbone import ENTITY_TEMPLATES, BackboneError
-from alt_core.config import BackboneSpec
+from alt_core.backbone import BackboneError
+from alt_core.config import ENTITY_TEMPLATES, BackboneSpec
 from alt_core.corpus import CorpusError, EntityCorpus, corpus_hash, gather_entities
 from pipelines.corpus import build_corpus_dataset
 from tests.helpers import LABELS, write_weights
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from alt_core.synthetic.synth import all_classes
 from pipelines.decode import decode_manifest
 from tests.helpers import make_model, write_weights
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 FRAMES, CLIPS, CROPS, SIZE = 4, 2, 3, 32  # SIZE: alt-micro's input size, so the same run can cache tokens
 SPEC = DecodeSpec(frames=FRAMES, clips=CLIPS, crops=CROPS, size=SIZE, train_clips=1)

@@ -202,6 +202,17 @@ def test_dockerfile_installs_this_package_on_the_pinned_ray_image():
     assert {"alt_core", "pipelines", "deploy", "tune_spaces"} <= copied  # the packages pyproject.toml installs
 
 
+def test_the_image_sets_the_cli_environment_defaults_it_needs_with_their_values():
+    from pipelines.environment import DEFAULTS, LOCAL_RAY_DEFAULTS
+
+    text = (KUBERAY / "Dockerfile").read_text()
+    block = re.search(r"^ENV ((?:.*\\\n)*.*)$", text, re.MULTILINE).group(1)
+    env = dict(pair.split("=", 1) for pair in block.replace("\\\n", " ").split())
+    assert {"HF_HUB_OFFLINE", "MLFLOW_DISABLE_TELEMETRY"} <= set(env) <= set(DEFAULTS) | set(LOCAL_RAY_DEFAULTS)
+    assert all(env[key] == DEFAULTS[key] for key in set(env) & set(DEFAULTS))  # one source: the CLI's defaults
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"  # pods bind their own address, unlike a local Ray
+
+
 def strict(schema: dict) -> dict:
     """An OpenAPI v3 structural schema with unknown fields made errors (Kubernetes would prune them silently)."""
     schema = copy.deepcopy(schema)

@@ -33,9 +33,10 @@ from alt_core.synthetic.synth import split_classes
 from pipelines import tracking
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
-from pipelines.train import TrainJob, train
+from pipelines.jobs import TrainJob
+from pipelines.train import train
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 logger = logging.getLogger("alt.tests.node_loss")
 WORKER_NODES = 3
 SEEN = split_classes()[0][:4]

@@ -26,15 +26,17 @@ from PIL import Image
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
-from alt_core.checkpoint import load_checkpoint, save_checkpoint
+from alt_core.checkpoint import save_checkpoint
 from alt_core.errors import ConfigError
+from alt_core.registry import load_model
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
+from deploy.app import ServeSettings
 from pipelines import tracking
 from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config
 from tests.browser import MISSING, browser_available, chromium, save_page, submit_clip
 from tests.helpers import LABELS, free_port, make_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP_MB = 2
@@ -77,7 +79,7 @@ def server(tmp_path_factory, micro_backbone, micro_corpus):
     ingress["ray_actor_options"]["runtime_env"] = {"env_vars": {"ALT_SERVE_TOKEN": TOKEN}}
     (root / "serve.yaml").write_text(yaml.safe_dump(raw))
     url = deploy(serve_config(root / "serve.yaml", port=free_port()))
-    yield {"url": url, "client": client, "versions": versions, "root": root}
+    yield {"url": url, "client": client, "versions": versions, "root": root, "tracking_uri": tracking_uri}
     serve.shutdown()
 
 
@@ -94,11 +96,11 @@ import sys
 from pathlib import Path
 from mlflow.tracking import MlflowClient
 from alt_core.manifest import read_labels
-from pipelines import tracking
+from alt_core.registry import resolve_model
 from tests.test_serve import register
 uri, artifacts, checkpoint = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 assert register(MlflowClient(uri), uri, artifacts, checkpoint) == 1
-print(read_labels(tracking.resolve_model("models:/alt/1", uri) / "labels.txt"))
+print(read_labels(resolve_model("models:/alt/1", uri).directory / "labels.txt"))
 """
 
 
@@ -109,7 +111,7 @@ def test_a_remade_registry_at_the_same_uri_never_serves_the_old_cached_version(t
     first.set_labels(LABELS[:2])
     second.set_labels(LABELS[2:])
     assert register(MlflowClient(uri), uri, tmp_path / "artifacts", save_checkpoint(first, tmp_path / "a")) == 1
-    assert load_checkpoint(tracking.resolve_model("models:/alt/1", uri)).labels == LABELS[:2]  # now cached
+    assert load_model("models:/alt/1", uri)[0].labels == LABELS[:2]  # now cached
     shutil.rmtree(tmp_path / "artifacts")
     (tmp_path / "mlflow.db").unlink()  # the store made again at the same URI (a rerun of `alt demo`), in a fresh
     # process as a rerun is: its version 1 is another model
@@ -128,6 +130,13 @@ def test_serve_config_file_validates_against_rays_schema():
     assert model.autoscaling_config["min_replicas"] >= 1 and model.autoscaling_config["max_replicas"] > 1
     assert model.max_ongoing_requests >= config.applications[0].args["max_batch_size"]
     assert config.http_options.host == "127.0.0.1"
+
+
+def test_serve_config_args_are_the_serve_settings_defaults():
+    """ServeSettings is the one source of the application's settings: deploy/serve.yaml spells them out for
+    operators, and must say what the code does (the RayService's copy is checked against this file)."""
+    args = yaml.safe_load(DEFAULT_CONFIG.read_text())["applications"][0]["args"]
+    assert args == ServeSettings().to_dict(), "deploy/serve.yaml and deploy.app.ServeSettings drifted: edit both"
 
 
 def test_serve_config_overrides_reach_the_replicas_and_bad_files_are_one_line(tmp_path):
@@ -199,6 +208,40 @@ def test_web_page_in_a_real_browser_shows_labels_picture_and_api_errors(server, 
         assert "Bearer" in driver.find_element(By.ID, "error").text
     with Image.open(tmp_path / "page.png") as shot:
         assert shot.format == "PNG" and shot.width >= 1000
+
+
+def test_the_cli_and_the_server_give_the_same_labels_scores_and_entities(server, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(clip_bytes(seed=8))
+    version = server["versions"][0]
+    cli = subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", str(clip), "--model",
+                          f"models:/alt/{version}", "--tracking-uri", server["tracking_uri"], "--top-k", "4", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    printed = json.loads(cli.stdout)
+    served = post(server, clip.read_bytes(), params={"top_k": 4}).json()
+    assert served["model"]["version"] == printed["model"]["version"] == version
+    assert served["predictions"] == printed["predictions"] and len(served["predictions"]) == 4
+    assert served["entities"] == printed["entities"] and served["entities"]
+
+
+def strings(value) -> list[str]:
+    """Every string in a JSON value."""
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_models_are_named_never_located_in_responses(server):
+    card = requests.get(f"{server['url']}/v1/model", headers=AUTH, timeout=30)
+    prediction = post(server, clip_bytes(seed=9))
+    for response in (card, prediction):
+        assert response.status_code == 200, response.text
+        assert str(server["root"]) not in response.text and "alt-models-" not in response.text
+        assert not [s for s in strings(response.json()) if s.startswith("/") or "://" in s]
+    assert card.json()["name"] == "alt" and prediction.json()["model"]["name"] == "alt"
 
 
 def test_per_request_labels_are_an_open_vocabulary(server):

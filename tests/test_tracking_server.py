@@ -65,7 +65,7 @@ def test_postgres_programs_are_found_where_debian_puts_them_when_not_on_path(mon
         postgres_bin_dir()
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.usefixtures("local_ray")
 def test_a_search_through_the_server_crowns_a_champion_that_serve_and_eval_load(tracking, tune_workspace):
     workspace = tune_workspace | {"tracking_uri": tracking["url"]}
@@ -112,7 +112,7 @@ def test_a_search_through_the_server_crowns_a_champion_that_serve_and_eval_load(
     assert report["checkpoint"] == "models:/alt@champion"
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_the_server_answers_the_host_the_cluster_clients_send_and_refuses_others(tracking):
     """The manifest's --allowed-hosts, on the real server: MLflow answers 403 to Host headers it does not allow."""
     port, in_cluster = urlparse(tracking["url"]).port, urlparse(cluster_tracking_uri()).netloc

@@ -22,10 +22,12 @@ from alt_core.synthetic.synth import split_classes
 from pipelines import tracking
 from pipelines.decode import decode_manifest
 from pipelines.evaluate import evaluate
-from pipelines.train import TrainJob, epoch_batches, model_config, train, training_datasets
+from pipelines.inputs import check_inputs, model_config
+from pipelines.jobs import TrainJob
+from pipelines.train import epoch_batches, train, training_datasets
 from tests.helpers import write_weights
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 SEEN = split_classes()[0][:4]
 NOVEL = [c for c in split_classes()[1] if c.split()[0] in {s.split()[0] for s in SEEN}][:2]
 
@@ -100,13 +102,13 @@ def test_few_shot_subsets_ignore_the_training_seed_and_follow_a_list(workspace):
     subsets = []
     for schedule in ({"shots": 2, "seed": 0}, {"shots": 2, "seed": 7}, {"shots_file": str(root / "synth" /
                                                                                           "fewshot_2.csv")}):
-        datasets, _, _, videos = training_datasets(job(workspace, "tokens", root / "unused", schedule))
-        subsets.append({row["video_id"] for row in datasets["train"].iter_rows()})
-        assert videos == 2 * len(SEEN)
+        few_shot = job(workspace, "tokens", root / "unused", schedule)
+        inputs = check_inputs(few_shot)
+        subsets.append({row["video_id"] for row in training_datasets(few_shot, inputs)["train"].iter_rows()})
+        assert inputs.train_videos == 2 * len(SEEN)
     assert subsets[0] == subsets[1] and subsets[2] == listed
     with pytest.raises(ALTError, match="not in the train split"):
-        training_datasets(job(workspace, "tokens", root / "unused",
-                              {"shots_file": str(root / "synth" / "manifest.csv")}))
+        check_inputs(job(workspace, "tokens", root / "unused", {"shots_file": str(root / "synth" / "manifest.csv")}))
 
 
 def test_existing_run_needs_resume_and_resume_continues_it(workspace):

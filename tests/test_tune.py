@@ -19,8 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from alt_core.checkpoint import load_checkpoint
 from alt_core.errors import ConfigError
-from pipelines import tracking
-from pipelines.tune import PROGRESS_FILE, SearchOptions, SearchSpace, tune_search
+from alt_core.registry import resolve_model
+from pipelines.jobs import SearchOptions
+from pipelines.tune import PROGRESS_FILE, SearchSpace, tune_search
 from tests.helpers import SEEN, search_job, write_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def test_space_files_in_the_repository_are_valid():
         assert "num_queries" in space.params and space.grid_points() >= 2, path
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(tune_workspace):
     root = tune_workspace["root"]
     # lr 1e-6 keeps alt-tiny's zero-shot accuracy (a third of these 12 validation videos); lr 0.3 wrecks the
@@ -101,11 +102,11 @@ def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(tune_work
     assert second["decision"]["alias"] == "challenger" and second["decision"]["champion_version"] == decision["version"]
     assert int(client.get_model_version_by_alias("alt", "champion").version) == decision["version"]
     assert int(client.get_model_version_by_alias("alt", "challenger").version) == second["decision"]["version"]
-    local = tracking.resolve_model("models:/alt@champion", tune_workspace["tracking_uri"])
+    local = resolve_model("models:/alt@champion", tune_workspace["tracking_uri"]).directory
     assert load_checkpoint(local).config.num_queries == best["config"]["num_queries"]
     # one cached copy per version: the alias and the pinned version share it, the challenger has its own
-    assert tracking.resolve_model(f"models:/alt/{decision['version']}", tune_workspace["tracking_uri"]) == local
-    assert tracking.resolve_model("models:/alt@challenger", tune_workspace["tracking_uri"]) != local
+    assert resolve_model(f"models:/alt/{decision['version']}", tune_workspace["tracking_uri"]).directory == local
+    assert resolve_model("models:/alt@challenger", tune_workspace["tracking_uri"]).directory != local
     versions = len(client.search_model_versions("name = 'alt'"))
     resumed = tune_search(search_job(tune_workspace, "search2"),
                           SearchOptions(space=str(worse), concurrent=1, resume=True))
@@ -113,7 +114,7 @@ def test_asha_search_crowns_a_champion_and_a_worse_search_a_challenger(tune_work
     assert len(client.search_model_versions("name = 'alt'")) == versions
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_killed_search_driver_resumes_without_rerunning_finished_trials(tune_workspace, tmp_path):
     space = write_space(tmp_path / "space.yaml", {"num_queries": {"grid": [2, 4]}}, max_t=2)
     out = tune_workspace["root"] / "search_killed"

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from alt_core.backbone import ENTITY_TEMPLATES, WEIGHTS_DIR, Backbone, load_backbone
-from alt_core.config import CLASS_TEMPLATES, CONFIG_DIR, PretrainConfig
+from alt_core.backbone import WEIGHTS_DIR, Backbone, load_backbone
+from alt_core.config import CLASS_TEMPLATES, CONFIG_DIR, ENTITY_TEMPLATES, PretrainConfig
 from alt_core.errors import ALTError
 from alt_core.synthetic.captions import (
     ENTITY_PHRASES,
