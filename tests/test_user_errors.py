@@ -52,7 +52,8 @@ def write_tokens(directory: Path, backbone_id: str, dim: int, labels: list[str] 
     rng = np.random.default_rng(0)
     rows = [{"video_id": f"{split}-{label}-{i}", "path": f"/videos/{split}-{i}.mp4", "label": label, "split": split,
              "view": 0, "tokens": rng.standard_normal((FRAMES, 1 + REGIONS, dim)).astype(np.float16),
-             "sizes": np.ones((FRAMES, REGIONS), np.float16)}
+             "sizes": np.ones((FRAMES, REGIONS), np.float16),
+             "positions": rng.uniform(0, 1, (FRAMES, REGIONS, 2)).astype(np.float16)}
             for split in ("train", "val", "test") for label in labels for i in range(2)]
     write_shard(directory / "shard-00000.parquet", rows, fmt)
     return directory
