@@ -133,7 +133,7 @@ class ALTAdapter(nn.Module):
     `region_positions` (each region token knows its centroid)."""
 
     def __init__(self, embed_dim: int, width: int, depth: int, heads: int, max_frames: int,
-                 alignment_bias: bool = True, query_trajectory: bool = True, region_positions: bool = True):
+                 alignment_bias: bool = True, query_trajectory: bool = False, region_positions: bool = False):
         super().__init__()
         self.max_frames = max_frames
         self.temporal = TemporalEncoder(embed_dim, width, depth, heads, max_frames)

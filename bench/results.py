@@ -267,6 +267,15 @@ def tuned(prep: dict, method: str, protocol: str, few_shot_steps: int) -> dict:
     return record
 
 
+def untuned_hyper(protocol: str, few_shot_steps: int) -> dict:
+    """Without a search (`--no-search`): every method at the CLI's defaults, few-shot at its fixed budget."""
+    return DESIGN_HYPER | ({"epochs": FEW_SHOT_EPOCHS, "steps": few_shot_steps} if protocol == "few-shot" else {})
+
+
+def rows_of_results() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
+
+
 def chosen_hyper(record: dict, protocol: str) -> dict:
     """The training settings a search chose, completed with its protocol's fixed epochs."""
     return record["chosen"] | ({"epochs": FEW_SHOT_EPOCHS} if protocol == "few-shot" else {})
@@ -295,13 +304,15 @@ def zero_shot_clip(prep: dict) -> dict:
 
 
 def gumbel_gradient(prep: dict, row: dict, batches: int = 4) -> dict:
-    """The share of the similarity's gradient the straight-through estimator passes, per region, in the pixels
-    run: its trained checkpoint on train clips of its data, at its temperatures and at OLD_TEMPERATURES
-    (results/gumbel.json; kept while the run is the same)."""
+    """The share of the similarity's gradient the straight-through estimator passes, per region, in a trained
+    run (the pixels run when there is one): its checkpoint on train clips of its data, at its temperatures and
+    at OLD_TEMPERATURES (results/gumbel.json; kept while the run is the same)."""
     path = RESULTS / "gumbel.json"
     if path.exists() and json.loads(path.read_text())["run"] == {k: row[k] for k in ("name", "model", "train")}:
         return json.loads(path.read_text())
     model = load_checkpoint(row["checkpoint"])
+    if not any(p.requires_grad for p in model.encoder.parameters()):  # a frozen-tower run: the probe needs the
+        model.encoder.requires_grad_(True)  # similarity's gradient, which a trainable tower asks for; no step is taken
     fmt = read_format(prep["root"] / "pixels")
     index = {label: i for i, label in enumerate(model.labels)}
     table = pads.dataset([str(p) for p in existing_shards(prep["root"] / "pixels")], format="parquet").to_table(
@@ -600,10 +611,11 @@ def tuning_section(records: list[dict]) -> list[str]:
 def gumbel_section(gumbel: dict | None) -> list[str]:
     if not gumbel:
         return []
-    lines = ["", "## The straight-through Gumbel estimator in the pixels run", "",
+    lines = ["", "## The straight-through Gumbel estimator", "",
              f"Per region, the share of the similarity's gradient that flows through the soft assignment rather than "
              f"the score it weights (`alt_core.alignment.soft_gradient_shares`), on {gumbel['clips']} train clips "
-             f"through the trained checkpoint of `{gumbel['run']['name']}`:", "",
+             f"through the trained checkpoint of `{gumbel['run']['name']}` (a run on cached tokens has a frozen tower: "
+             "it is opened for this measurement only, as a pixels run's last block is):", "",
              "| temperatures | similarity T | Gumbel tau | median share | regions above 10% |", "|---|---|---|---|---|"]
     for name in ("saturated", "chosen"):
         g = gumbel[name]
@@ -787,6 +799,12 @@ def main() -> None:
     parser.add_argument("--videos-sweep", type=lambda text: [int(k) for k in text.split(",") if k], default=[8, 16],
                         help="also train ALT on these videos per class of SynthActions data seed 0's train split "
                              "(comma list; empty: none) to show on validation whether the full split is enough")
+    parser.add_argument("--methods", type=lambda text: [m for m in text.split(",") if m], default=list(METHODS),
+                        help="comma list of the trained methods to run: " + ", ".join(METHODS))
+    parser.add_argument("--shots", type=lambda text: tuple(int(k) for k in text.split(",") if k), default=SHOTS,
+                        help="few-shot protocols to run (comma list of K)")
+    parser.add_argument("--no-search", action="store_true",
+                        help="skip the per-method search: every method trains at the CLI's defaults (DESIGN_HYPER)")
     parser.add_argument("--render-only", action="store_true", help="rebuild RESULTS.md from results/ alone")
     parser.add_argument("--only", choices=["design", "tune"],
                         help="run the stages up to this one only (their runs are reused later)")
@@ -794,14 +812,16 @@ def main() -> None:
     unknown = sorted(set(args.datasets) - set(DATASETS))
     if unknown or not args.datasets:
         parser.error(f"--datasets takes a comma list of {', '.join(DATASETS)}")
+    if not args.methods or set(args.methods) - set(METHODS):
+        parser.error(f"--methods takes a comma list of {', '.join(METHODS)}")
     meta_file = RESULTS / "meta.json"
     if not args.render_only:
         out = Path(args.out).resolve()
         setup_logging()
         ensure_ray()
         start = time.time()
-        actions = [prepare(out, DATASETS["actions"], d, args.videos_per_class,
-                           pixels=d == 0 and args.unfrozen_seeds > 0) for d in range(args.data_seeds)]
+        actions = [prepare(out, DATASETS["actions"], d, args.videos_per_class, pixels=d == 0)
+                   for d in range(args.data_seeds)]
         prepare_seconds = time.time() - start
         design = {"actions": (actions[0], list(DESIGN_VARIANTS))}
         if "objects" in args.datasets:
@@ -809,12 +829,14 @@ def main() -> None:
         for prep, variants in design.values():
             for variant in variants:
                 for shots in (None, DESIGN_SHOTS):
-                    hyper = DESIGN_HYPER | ({"epochs": FEW_SHOT_EPOCHS, "steps": args.few_shot_steps} if shots else {})
+                    hyper = untuned_hyper("few-shot" if shots else "supervised", args.few_shot_steps)
                     run_one(prep, "alt", 0, shots, hyper, variant=variant, test=False)
         if args.only == "design":
             return
-        records = [tuned(actions[0], m, p, args.few_shot_steps) for m in METHODS for p in SEARCH_SPACES]
-        hyper = {(t["method"], t["protocol"]): chosen_hyper(t, t["protocol"]) for t in records}
+        records = [] if args.no_search else [tuned(actions[0], m, p, args.few_shot_steps)
+                                             for m in METHODS for p in SEARCH_SPACES]
+        hyper = {(t["method"], t["protocol"]): chosen_hyper(t, t["protocol"]) for t in records} or {
+            (m, p): untuned_hyper(p, args.few_shot_steps) for m in METHODS for p in SEARCH_SPACES}
         if args.only == "tune":
             return
         gumbel = None
@@ -825,9 +847,9 @@ def main() -> None:
             prepare_seconds += time.time() - start
             for prep in preps:
                 zero_shot_clip(prep)
-                shots_here = [k for k in SHOTS if prep["seed"] < args.few_shot_data_seeds
+                shots_here = [k for k in args.shots if prep["seed"] < args.few_shot_data_seeds
                               and (prep["data"] / f"fewshot_{k}.csv").exists()]
-                for method in METHODS:
+                for method in args.methods:
                     for seed in range(args.train_seeds):
                         for shots in (None, *shots_here):
                             run_one(prep, method, seed, shots, hyper[method, "few-shot" if shots else "supervised"])
@@ -839,11 +861,12 @@ def main() -> None:
                 row = run_one(preps[0], "alt-unfrozen", seed, None,
                               hyper["alt", "supervised"] | {"epochs": args.unfrozen_epochs}, data="pixels", unfreeze=1)
                 gumbel = gumbel or gumbel_gradient(preps[0], row)
-        meta = collect_meta(actions, args, records, gumbel, throughput(actions[0]), prepare_seconds)
+            if gumbel is None and "alt" in args.methods:  # no pixels run: the frozen-tower supervised checkpoint
+                gumbel = gumbel_gradient(preps[0], select(rows_of_results(), "actions", "alt")[0])
+        meta = collect_meta(actions, args, records, hyper, gumbel, throughput(actions[0]), prepare_seconds)
         meta_file.write_text(json.dumps(meta, indent=1) + "\n")
     meta = json.loads(meta_file.read_text())
-    rows = [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
-    rows = [r for r in rows if r["weights"] == meta["weights"]]
+    rows = [r for r in rows_of_results() if r["weights"] == meta["weights"]]
     table = render(rows, meta)
     (ROOT / "RESULTS.md").write_text(table)
     report(table)
@@ -858,7 +881,7 @@ DESCRIPTIONS = {
 }
 
 
-def collect_meta(actions: list[dict], args, records: list[dict], gumbel: dict | None, speed: dict,
+def collect_meta(actions: list[dict], args, records: list[dict], chosen: dict, gumbel: dict | None, speed: dict,
                  prepare_seconds: float) -> dict:
     """What the page states about data, backbone, protocol and machine (results/meta.json)."""
     from alt_core.synthetic.pretrain import evaluate_backbone
@@ -880,8 +903,8 @@ def collect_meta(actions: list[dict], args, records: list[dict], gumbel: dict | 
             "corpus_entities": len(pads.dataset(str(data / "corpus.parquet")).to_table(columns=["unit"])),
             "reference": DATASETS[name].reference(novel), "description": DESCRIPTIONS[name]}
     hyper = {}
-    for t in records:
-        hyper.setdefault(t["method"], {})[t["protocol"]] = TrainConfig().to_dict() | chosen_hyper(t, t["protocol"])
+    for (method, protocol), settings in chosen.items():
+        hyper.setdefault(method, {})[protocol] = TrainConfig().to_dict() | settings
     return {
         "command": " ".join(["python bench/results.py", *sys.argv[1:]]),
         "weights": weights_digest(), "train_seeds": list(range(args.train_seeds)), "datasets": datasets,
