@@ -218,5 +218,7 @@ def to_clip_batch(columns: dict, fmt: ClipFormat, label_index: dict[str, int]) -
 
 
 def clip_batches(batches: Iterator[dict], fmt: ClipFormat, label_index: dict[str, int]) -> Iterator[ClipBatch]:
+    """Shard batches -> ClipBatches; empty ones (a filtered Parquet scan yields them) are skipped."""
     for columns in batches:
-        yield to_clip_batch(columns, fmt, label_index)
+        if len(columns["video_id"]):
+            yield to_clip_batch(columns, fmt, label_index)

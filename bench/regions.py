@@ -5,7 +5,7 @@ For SynthObjects it also probes alt-tiny zero-shot on single frames (middle fram
 mask-pooled patch tokens of each object name its kind, and is the frame embedding's nearest object kind the key
 object?
 
-Usage: python bench/regions.py --tokens DIR --out results/regions_NAME.json [--epochs 30] [--seed 0]
+Usage: python -m bench.regions --tokens DIR --out results/regions_NAME.json [--epochs 30] [--seed 0]
 (DIR: `alt decode --cache-tokens` shards of a generated dataset, e.g. bench/results.py's work directory).
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import torch
-from machine import report, torch_machine  # bench/ is the script's directory
 from torch import nn
 
 from alt_core.clips import existing_shards, read_format, tokens_from_columns
 from alt_core.tome import FrameTokens
+from bench.machine import report, torch_machine
 
 
 class TokenClassifier(nn.Module):
