@@ -31,8 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.machine import cpu_model, report
+from pipelines.environment import set_defaults
+
+set_defaults()  # before MLflow is imported
+
 import mlflow
-from machine import cpu_model, report  # bench/ is the script's directory
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
