@@ -413,9 +413,13 @@ def render(rows: list[dict], meta: dict) -> str:
         "generic entities are for real backbones).",
         f"- **Training**: the CLI's defaults (`alt train` with no options: {sup['epochs']} epochs, AdamW peak lr "
         f"{sup['lr']:g} with cosine decay, weight decay {sup['weight_decay']:g}, batch 32, label smoothing 0.1, "
-        "adapter width 128, depth 2, 8 queries; 2 random TSN clips per train video), except that each method's "
-        "learning rate and weight decay (few-shot: learning rate and step budget) come from its own search on "
-        f"validation (section 'Hyperparameters chosen on validation'; ALT's are the CLI's defaults). Training seeds "
+        "adapter width 128, depth 2, 8 queries; 2 random TSN clips per train video), " + (
+            "except that each method's learning rate and weight decay (few-shot: learning rate and step budget) "
+            "come from its own search on validation (section 'Hyperparameters chosen on validation'; ALT's are the "
+            "CLI's defaults)." if meta["tuning"] else
+            "the same for every method: **no per-method search ran for this page** (`--no-search`; "
+            "tune_spaces/protocol.yaml and fewshot.yaml hold the searches the full protocol runs).") +
+        f" Training seeds "
         f"{meta['train_seeds']}; each run keeps its best validation epoch. Few-shot: `alt train --shots-file "
         f"fewshot_K.csv --steps {few['steps']} --epochs {few['epochs']} --lr {few['lr']:g}` for ALT (the same "
         "optimizer steps for every K; the lists are fixed by the data, not by the training seed), validated on at "
