@@ -133,7 +133,7 @@ class ALTConfig(Settings):
     gumbel_tau: float = setting(10.0, "Gumbel-softmax temperature of the training-time assignment: with the "
                                       "similarity temperature, how far its soft relaxation (the gradient) spreads")
     alignment_bias: bool = setting(True, "ALT: a query attends first to the regions that took its entity")
-    # the two below are off: neither won on validation (RESULTS.md, "Adapter design"; docs/method.md)
+    # the two below are off: neither won on validation (RESULTS.md, "ALT's design, chosen on validation")
     query_trajectory: bool = setting(False, "ALT: when and where a query's entity was found (per frame: share of "
                                             "the frame, centroid) is part of the query")
     region_positions: bool = setting(False, "ALT: region tokens carry their centroid")
