@@ -40,6 +40,11 @@ class TrainJob(Settings):
         if self.workers < 1 or self.max_failures < 0:
             raise ConfigError(f"workers must be >= 1 and max_failures >= 0, got {self.workers} and "
                               f"{self.max_failures}")
+        # Ray Train workers run in directories of their own: a path relative to where `alt` ran means nothing there
+        for name in ("data", "corpus", "out", "labels"):
+            value = getattr(self, name)
+            if isinstance(value, str | Path) and "://" not in str(value):
+                setattr(self, name, str(Path(value).expanduser().absolute()))
 
     def mlflow_uri(self) -> str:
         """The tracking URI given, or the sqlite store under OUT."""

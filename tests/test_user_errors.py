@@ -257,3 +257,15 @@ def test_every_verb_that_loads_a_checkpoint_names_the_damaged_file_in_one_line(d
             "serve": ["serve", "--checkpoint", checkpoint, "--port", "1", "--config", str(DEFAULT_CONFIG)]}[verb]
     line = one_error_line(run_alt(*args))
     assert line.startswith(f"error: {checkpoint}: model.safetensors is truncated or corrupt"), line
+
+
+def test_a_job_names_its_files_by_absolute_paths_so_workers_elsewhere_find_them(tmp_path, monkeypatch):
+    """Ray Train workers run in directories of their own: `alt train --corpus corpus.parquet` (relative to where
+    the command ran) must reach them as an absolute path."""
+    from pipelines.jobs import TrainJob
+
+    monkeypatch.chdir(tmp_path)
+    job = TrainJob(data="tokens", corpus="corpus.parquet", out="run", labels="labels.txt")
+    assert (job.data, job.corpus, job.out, job.labels) == tuple(str(tmp_path / name) for name in
+                                                               ("tokens", "corpus.parquet", "run", "labels.txt"))
+    assert TrainJob(data="s3://bucket/tokens", corpus="c", out="o").data == "s3://bucket/tokens"
