@@ -382,6 +382,12 @@ def mean_of(rows: list[dict], dataset: str, method: str, key: str, shots: int | 
     return statistics.mean(values) if values else float("nan")
 
 
+def judged(mean: float, se: float, runs: int) -> dict:
+    """A margin with its verdict: a win or a loss beyond 2 standard errors, else no clear difference."""
+    verdict = "win" if mean > 2 * se else "loss" if mean < -2 * se else "no clear difference"
+    return {"mean": mean, "se": se, "runs": runs, "verdict": verdict}
+
+
 def paired(rows: list[dict], dataset: str, a: str, b: str, key: str, shots: int | None = None) -> dict | None:
     """Mean difference a - b over runs with the same data and training seed, its standard error, and whether
     it is a win (more than 2 standard errors)."""
@@ -390,9 +396,7 @@ def paired(rows: list[dict], dataset: str, a: str, b: str, key: str, shots: int 
              if (r["data_seed"], r["seed"]) in other]
     if len(diffs) < 2:
         return None
-    mean, se = statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
-    verdict = "win" if mean > 2 * se else "loss" if mean < -2 * se else "no clear difference"
-    return {"mean": mean, "se": se, "runs": len(diffs), "verdict": verdict}
+    return judged(statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs))
 
 
 def single_run_margin(rows: list[dict], dataset: str, a: str, b: str, key: str,
@@ -404,9 +408,7 @@ def single_run_margin(rows: list[dict], dataset: str, a: str, b: str, key: str,
     if videos is None or len(ra) != 1 or len(rb) != 1 or key not in ra[0] or key not in rb[0]:
         return None
     x, y = ra[0][key], rb[0][key]
-    mean, se = x - y, math.sqrt((x * (1 - x) + y * (1 - y)) / ra[0][videos])
-    verdict = "win" if mean > 2 * se else "loss" if mean < -2 * se else "no clear difference"
-    return {"mean": mean, "se": se, "runs": 1, "verdict": verdict}
+    return judged(x - y, math.sqrt((x * (1 - x) + y * (1 - y)) / ra[0][videos]), 1)
 
 
 def margin(rows: list[dict], dataset: str, a: str, b: str, key: str, shots: int | None = None) -> dict | None:
