@@ -54,6 +54,18 @@ def builtin_configs() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(CONFIG_DIR.glob("*.json"))}
 
 
+def input_size(name: str) -> int:
+    """A backbone's image input size, read from its architecture config without building it (what a driver
+    needs to plan decoding before workers load the model)."""
+    builtin = builtin_configs()
+    cfg = builtin[name]["open_clip"] if name in builtin else open_clip.get_model_config(name)
+    if cfg is None:
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(builtin))} or an open_clip "
+                            "model name")
+    size = cfg["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, tuple | list) else size)
+
+
 def _packaged_weights(name: str) -> Path | None:
     path = WEIGHTS_DIR / f"{name}.safetensors"
     return path if path.exists() else None

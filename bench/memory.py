@@ -1,16 +1,19 @@
-"""Bounded memory: peak RSS of the driver and of one worker, for the decode and corpus stages, at two input sizes.
+"""Bounded memory: peak RSS of the driver and of one worker, for the decode, corpus and batch-inference stages, at
+two input sizes.
 
-Both stages stream: the driver plans shards (decode) or entity batches (corpus) and collects small results, and
-each actor holds one shard or batch at a time. So peak memory should not grow with the manifest. This script
+The stages stream: the driver plans shards (decode, infer) or entity batches (corpus) and collects small results,
+and each actor holds one shard or batch at a time. So peak memory should not grow with the manifest. This script
 runs each stage on N and 4N inputs (default 500 and 2,000 SynthActions videos; 500 and 2,000 corpus entities on
-top of the builtin ones), every run in a fresh driver process with its own Ray, and reports:
+top of the builtin ones; infer labels the same videos as decode with an ALT checkpoint on alt-tiny), every run in a
+fresh driver process with its own Ray, and reports:
 
 - the driver's peak RSS (`ru_maxrss` of the driver process, which includes loading torch and Ray);
 - the largest peak RSS of a worker (the stage's actor processes, sampled every 0.1 s with psutil);
 - the ratio large / small of each: the goal is within 10% (ratio <= 1.10).
 
-Usage: python bench/memory.py [--videos 500] [--factor 4] [--workers 2] [--cache runs/bench/memory_videos]
-Writes results/memory.json.
+Usage: python bench/memory.py [--videos 500] [--factor 4] [--workers 2] [--stages decode,corpus,infer]
+       [--cache runs/bench/memory_videos]
+Writes results/memory.json (the stages run replace their rows; the others are kept).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pipelines.environment import set_defaults
 set_defaults()  # before Ray, MLflow and huggingface_hub are imported
 REPO = Path(__file__).resolve().parents[1]
 
-ACTOR_MARKERS = {"decode": "ShardDecoder", "corpus": "EmbedActor"}
+ACTOR_MARKERS = {"decode": "ShardDecoder", "corpus": "EmbedActor", "infer": "ShardPredictor"}
 
 
 def sample_workers(marker: str, peaks: dict, stop: threading.Event) -> None:
@@ -67,6 +70,14 @@ def run_stage(stage: str, inputs: Path, workers: int, result: mp.Queue) -> None:
 
             summary = decode_manifest(inputs, out / "clips", DecodeSpec(size=64), workers=workers)
             count = summary["inputs"]
+        elif stage == "infer":
+            from bench.infer import checkpoint
+            from pipelines.infer import infer
+            from pipelines.jobs import InferJob
+
+            model = checkpoint(out / "checkpoint")
+            count = infer(InferJob(out=str(out / "predictions"), model=str(model), manifest=str(inputs),
+                                   workers=workers))["inputs"]
         else:
             from pipelines.corpus import build_corpus_dataset
 
@@ -129,16 +140,23 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=4, help="the large size is this many times the small")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stages", type=lambda text: [t for t in text.split(",") if t], default=list(ACTOR_MARKERS),
+                        help="comma list of " + ", ".join(ACTOR_MARKERS))
     parser.add_argument("--cache", type=Path, default=REPO / "runs" / "bench" / "memory_videos")
     args = parser.parse_args()
     sizes = (args.videos, args.videos * args.factor)
-    report(f"bounded memory: decode (SynthActions 64x64, 16 frames, 8 sampled) and corpus (alt-tiny text tower), "
+    if not args.stages or set(args.stages) - set(ACTOR_MARKERS):
+        parser.error(f"--stages takes a comma list of {', '.join(ACTOR_MARKERS)}")
+    report(f"bounded memory: decode and infer (SynthActions 64x64, 16 frames, 8 sampled; infer: ALT on alt-tiny) "
+           "and corpus (alt-tiny text tower), "
            f"{sizes[0]} vs {sizes[1]} inputs, {args.workers} workers; machine: {cpu_model()}, "
            f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB")
-    rows = []
-    for stage in ("decode", "corpus"):
+    results_file = REPO / "results" / "memory.json"
+    kept = json.loads(results_file.read_text())["stages"] if results_file.is_file() else []
+    rows = [row for row in kept if row["stage"] not in args.stages]
+    for stage in args.stages:
         # the large set first: the small one is its first rows
-        inputs = [videos(args.cache, n, args.seed) if stage == "decode" else entities(args.cache, n)
+        inputs = [entities(args.cache, n) if stage == "corpus" else videos(args.cache, n, args.seed)
                   for n in sizes[::-1]][::-1]
         small, large = (measure(stage, path, args.workers) for path in inputs)
         ratio = {k: round(large[k] / small[k], 3) for k in ("driver_peak_mb", "worker_peak_mb")}
@@ -148,8 +166,8 @@ def main() -> None:
     (REPO / "results").mkdir(exist_ok=True)
     payload = {"machine": f"{cpu_model()}, {psutil.cpu_count()} CPUs", "workers": args.workers, "sizes": sizes,
                "stages": rows}
-    (REPO / "results" / "memory.json").write_text(json.dumps(payload, indent=1) + "\n")
-    report(f"written: {REPO / 'results' / 'memory.json'}")
+    results_file.write_text(json.dumps(payload, indent=1) + "\n")
+    report(f"written: {results_file}")
 
 
 if __name__ == "__main__":

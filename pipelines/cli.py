@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 
 from alt_core.config import DEFAULT_TOP_K, ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
-from pipelines.jobs import SearchOptions, TrainJob
+from pipelines.jobs import InferJob, SearchOptions, TrainJob
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="ALT (Align before Adapt) video action recognition on Ray.")
@@ -269,6 +269,17 @@ def tune(model, schedule, job, options) -> None:
 
     summary = tune_search(replace(job, model=model, train=schedule), options)
     _echo_json({k: summary[k] for k in ("search_id", "best", "decision", "trial_epochs", "seconds")})
+
+
+@app.command()
+@settings_options(job=(InferJob, ()))
+def infer(job) -> None:
+    """Ray Data: label every video of a manifest or directory with a model, into resumable Parquet shards."""
+    from pipelines.infer import infer as run_inference
+
+    summary = run_inference(job)
+    _echo_json({k: summary[k] for k in ("inputs", "predictions", "quarantined", "shards", "out", "model",
+                                        "videos_per_s", "seconds")})
 
 
 @app.command("serve")

@@ -1,6 +1,7 @@
-"""What `alt train` and `alt tune` run: `TrainJob` and `SearchOptions`, settings dataclasses like those of
-`alt_core/config.py` (each field with its default and help), from which the CLI derives its options. Light to
-import: the `alt` command imports this module whatever the verb. `pipelines/inputs.py` checks a job's inputs."""
+"""What `alt train`, `alt tune` and `alt infer` run: `TrainJob`, `SearchOptions` and `InferJob`, settings
+dataclasses like those of `alt_core/config.py` (each field with its default and help), from which the CLI derives
+its options. Light to import: the `alt` command imports this module whatever the verb. `pipelines/inputs.py`
+checks a job's inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from alt_core.config import ALTConfig, Settings, TrainConfig, setting
+from alt_core.config import DEFAULT_TOP_K, ALTConfig, Settings, TrainConfig, setting
 from alt_core.errors import ConfigError
 
 RUN_NAME = "train"  # Ray Train persists a job under OUT/ray/train
@@ -77,3 +78,39 @@ class SearchOptions(Settings):
             raise ConfigError(f"--trials must be >= 1, got {self.trials}")
         if self.concurrent < 1 or self.workers_per_trial < 1:
             raise ConfigError("--concurrent and --workers-per-trial must be >= 1")
+
+
+@dataclass
+class InferJob(Settings):
+    """Batch inference over an archive (`alt infer`): which videos, which model, what to write."""
+
+    out: str = setting(MISSING, "output directory of prediction shards (rerun the same command to resume)")
+    model: str = setting(MISSING, "checkpoint directory, or a registry URI such as models:/alt@champion (resolved "
+                                  "once, at start)")
+    manifest: str | None = setting(None, "CSV/Parquet (path,label[,split]) or mmaction2 list of the videos")
+    videos: str | None = setting(None, "a directory: every video file under it (instead of --manifest)")
+    labels: str | None = setting(None, "label set file to score (open vocabulary; default: the model's labels)")
+    top_k: int = setting(DEFAULT_TOP_K, "labels per video")
+    clips: int = setting(1, "temporal clips per video, logits averaged")
+    explain: bool = setting(True, "write each video's aligned entities")
+    workers: int = setting(1, "model replicas (actors); decoding runs as CPU tasks beside them")
+    gpu: bool = setting(False, "one GPU per model replica (bf16 autocast, alignment in fp32)")
+    batch_size: int = setting(8, "videos per forward pass")
+    shard_size: int | None = setting(None, "videos per output shard (default: ~4 shards per replica, at most 64)")
+    labels_file: str | None = setting(None, "class names of an mmaction2 list manifest")
+    tracking_uri: str | None = setting(None, "MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI)")
+    progress_every: int = setting(10, "print a progress line every N shards")
+
+    def __post_init__(self) -> None:
+        if (self.manifest is None) == (self.videos is None):
+            raise ConfigError("pass exactly one of --manifest (a manifest file) or --videos (a directory of videos)")
+        for name in ("top_k", "clips", "workers", "batch_size", "progress_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise ConfigError(f"--shard-size must be >= 1, got {self.shard_size}")
+        # actors run in directories of their own: paths relative to where `alt` ran mean nothing there
+        for name in ("out", "manifest", "videos", "labels", "labels_file", "model"):
+            value = getattr(self, name)
+            if value is not None and "://" not in value and not value.startswith("models:/"):
+                setattr(self, name, str(Path(value).expanduser().absolute()))

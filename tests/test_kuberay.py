@@ -56,10 +56,10 @@ def ray_pods(doc: dict) -> list[dict]:
     return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
 
 
-def test_manifests_are_a_rayservice_four_rayjobs_their_shared_volume_and_the_tracking_server():
+def test_manifests_are_a_rayservice_five_rayjobs_their_shared_volume_and_the_tracking_server():
     kinds = sorted((d["apiVersion"], d["kind"], name) for name, d in kuberay_documents())
     assert kinds == [("apps/v1", "Deployment", "mlflow.yaml"), ("apps/v1", "StatefulSet", "postgres.yaml")] + [
-        ("ray.io/v1", "RayJob", f"rayjob-{stage}.yaml") for stage in ("corpus", "decode", "train", "tune")] + [
+        ("ray.io/v1", "RayJob", f"rayjob-{stage}.yaml") for stage in ("corpus", "decode", "infer", "train", "tune")] + [
         ("ray.io/v1", "RayService", "rayservice.yaml"), ("v1", "PersistentVolumeClaim", "shared-volume.yaml"),
         ("v1", "Service", "mlflow.yaml"), ("v1", "Service", "postgres.yaml")]
     docs = manifests()
@@ -141,7 +141,7 @@ def test_job_entrypoints_are_the_documented_commands_and_parse_with_the_cli():
         stages.add(" ".join(words[1:3]) if words[1] == "corpus" else words[1])
         assert all(str(v).startswith(("/shared/", IMAGE_HOME)) for k, v in params.items()
                    if k in ("data", "corpus", "out", "manifest", "labels", "space") and v is not None), name
-    assert stages == {"corpus build", "decode", "train", "tune"}
+    assert stages == {"corpus build", "decode", "infer", "train", "tune"}
     with pytest.raises(typer.TyperException, match="No such option: --no-such-option"):  # it refuses as the CLI does
         parse_cli(["alt", "train", "--no-such-option", "1"])
 
@@ -263,4 +263,4 @@ def test_manifests_validate_against_kuberays_crd_schemas():
             ray_pods(wrong)[0]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"  # a typo must not pass
             with pytest.raises(jsonschema.ValidationError, match="imagePullPolicyy"):
                 jsonschema.validate(wrong, schemas[key])
-    assert checked == 5
+    assert checked == 6  # five RayJobs and the RayService

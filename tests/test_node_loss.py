@@ -24,6 +24,7 @@ import ray
 import torch
 from ray.cluster_utils import Cluster
 
+from alt_core.checkpoint import save_checkpoint
 from alt_core.clips import read_quarantine
 from alt_core.config import ALTConfig, DecodeSpec, TrainConfig
 from alt_core.corpus import EntityCorpus
@@ -33,8 +34,10 @@ from alt_core.synthetic.synth import split_classes
 from pipelines import tracking
 from pipelines.corpus import build_corpus_dataset
 from pipelines.decode import decode_manifest
-from pipelines.jobs import TrainJob
+from pipelines.infer import infer, read_predictions
+from pipelines.jobs import InferJob, TrainJob
 from pipelines.train import train
+from tests.helpers import make_model
 
 pytestmark = pytest.mark.ray
 logger = logging.getLogger("alt.tests.node_loss")
@@ -217,3 +220,35 @@ def test_training_resumes_from_its_checkpoint_when_a_workers_node_is_lost(full_c
     logger.warning(f"train: {log[0]}; attempts resumed from epochs {sorted(set(resumed))}")
     assert resumed[0] == 0 and max(resumed) > 0  # the new worker group started from a saved epoch, not afresh
     assert run["status"] == "FINISHED" and result["summary"]["history"][-1]["epoch"] == 12
+
+
+def test_infer_survives_a_lost_node_and_labels_every_video_once(full_cluster, synth, micro_backbone,
+                                                               micro_corpus, tmp_path):
+    bad = synth / "manifest_infer.csv"  # one row whose file is missing: it must end in the quarantine
+    bad.write_text((synth / "manifest.csv").read_text() + f"videos/missing.mp4,{SEEN[0]},test\n")
+    checkpoint = save_checkpoint(make_model(micro_backbone, micro_corpus), tmp_path / "ckpt")
+    out, total = tmp_path / "predictions", len(read_manifest(bad))
+    job = InferJob(out=str(out), model=str(checkpoint), manifest=str(bad), clips=2, shard_size=1,
+                   workers=WORKER_NODES)
+    log: list[str] = []
+
+    def predicting_node():  # a node whose model replica has written a shard while others remain
+        return node_running(full_cluster, "ShardPredictor") if list(out.glob("predictions-*.parquet")) else None
+
+    remover = remove_when(full_cluster, predicting_node, log,
+                          lambda: f"{len(list(out.glob('predictions-*.parquet')))} of {total} shards written")
+    try:
+        summary = infer(job)
+        outcome = "completed"
+    except Exception as err:  # the stage may fail instead; then the same command must complete it
+        outcome = f"failed ({type(err).__name__}); rerun"
+        summary = infer(job)
+    remover.join(timeout=10)
+    assert log, "the node was never removed: the stage finished first"
+    logger.warning(f"infer: {outcome}: {summary['inputs']} inputs = {summary['predictions']} labelled + "
+                   f"{summary['quarantined']} quarantined")
+    labelled = [row["path"] for row in read_predictions(out).to_pylist()]
+    quarantined = [row["path"] for row in pq.read_table(str(out / "quarantine.parquet")).to_pylist()]
+    assert len(labelled) + len(quarantined) == total == summary["inputs"]  # none lost
+    assert sorted(labelled + quarantined) == sorted(row.path for row in read_manifest(bad))  # none twice
+    assert [Path(p).name for p in quarantined] == ["missing.mp4"]

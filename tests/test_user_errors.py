@@ -249,12 +249,13 @@ def damaged(tmp_path_factory, micro_backbone, micro_corpus) -> dict:
     return {"root": root, "checkpoint": directory, "name": name, "clip": clip}
 
 
-@pytest.mark.parametrize("verb", ["predict", "eval", "serve"])
+@pytest.mark.parametrize("verb", ["predict", "eval", "serve", "infer"])
 def test_every_verb_that_loads_a_checkpoint_names_the_damaged_file_in_one_line(damaged, verb, micro_weights):
     checkpoint, root = str(damaged["checkpoint"]), damaged["root"]
     args = {"predict": ["predict", str(damaged["clip"]), "--checkpoint", checkpoint],
             "eval": ["eval", "--checkpoint", checkpoint, "--data", str(root / "no-clips-needed")],
-            "serve": ["serve", "--checkpoint", checkpoint, "--port", "1", "--config", str(DEFAULT_CONFIG)]}[verb]
+            "serve": ["serve", "--checkpoint", checkpoint, "--port", "1", "--config", str(DEFAULT_CONFIG)],
+            "infer": ["infer", "--model", checkpoint, "--videos", str(root), "--out", str(root / "labelled")]}[verb]
     line = one_error_line(run_alt(*args))
     assert line.startswith(f"error: {checkpoint}: model.safetensors is truncated or corrupt"), line
 
@@ -269,3 +270,17 @@ def test_a_job_names_its_files_by_absolute_paths_so_workers_elsewhere_find_them(
     assert (job.data, job.corpus, job.out, job.labels) == tuple(str(tmp_path / name) for name in
                                                                ("tokens", "corpus.parquet", "run", "labels.txt"))
     assert TrainJob(data="s3://bucket/tokens", corpus="c", out="o").data == "s3://bucket/tokens"
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ([], "pass exactly one of --manifest (a manifest file) or --videos"),
+    (["--videos", "{root}/no-such-dir"], "is not a directory"),
+    (["--videos", "{root}/empty"], "holds no video files"),
+    (["--manifest", "{root}/missing.csv"], "missing.csv does not exist"),
+], ids=["no-inputs", "no-directory", "no-videos", "no-manifest"])
+def test_alt_infer_refuses_inputs_it_cannot_read_in_one_line(damaged, inputs, message, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(root=tmp_path) for a in inputs]
+    line = one_error_line(run_alt("infer", "--model", str(damaged["checkpoint"]), "--out", str(tmp_path / "o"), *args))
+    assert message in line, line
+    assert not (tmp_path / "o").exists()  # refused before anything was written
