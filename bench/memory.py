@@ -152,8 +152,10 @@ def main() -> None:
            f"{sizes[0]} vs {sizes[1]} inputs, {args.workers} workers; machine: {cpu_model()}, "
            f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB")
     results_file = REPO / "results" / "memory.json"
-    kept = json.loads(results_file.read_text())["stages"] if results_file.is_file() else []
-    rows = [row for row in kept if row["stage"] not in args.stages]
+    machine = f"{cpu_model()}, {psutil.cpu_count()} CPUs"
+    previous = json.loads(results_file.read_text()) if results_file.is_file() else {"stages": []}
+    rows = [{"machine": previous.get("machine"), **row}  # rows written before rows named their machine
+            for row in previous["stages"] if row["stage"] not in args.stages]
     for stage in args.stages:
         # the large set first: the small one is its first rows
         inputs = [entities(args.cache, n) if stage == "corpus" else videos(args.cache, n, args.seed)
@@ -162,10 +164,9 @@ def main() -> None:
         ratio = {k: round(large[k] / small[k], 3) for k in ("driver_peak_mb", "worker_peak_mb")}
         report(f"  {stage}: ratio {sizes[1]} / {sizes[0]} inputs: driver {ratio['driver_peak_mb']:.3f}, "
                f"worker {ratio['worker_peak_mb']:.3f} (goal <= 1.10)")
-        rows.append({"stage": stage, "small": small, "large": large, "ratio": ratio})
+        rows.append({"machine": machine, "stage": stage, "small": small, "large": large, "ratio": ratio})
     (REPO / "results").mkdir(exist_ok=True)
-    payload = {"machine": f"{cpu_model()}, {psutil.cpu_count()} CPUs", "workers": args.workers, "sizes": sizes,
-               "stages": rows}
+    payload = {"workers": args.workers, "sizes": sizes, "stages": rows}  # each stage names the machine it ran on
     results_file.write_text(json.dumps(payload, indent=1) + "\n")
     report(f"written: {results_file}")
 

@@ -30,18 +30,17 @@ import ray
 import torch
 from ray.data import ActorPoolStrategy
 
-from alt_core.backbone import input_size
 from alt_core.clips import QUARANTINE_FILE
 from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import read_labels, read_manifest, video_id
-from alt_core.predict import VideoRequest, predict_batch
-from alt_core.registry import check_model, load_model
 from alt_core.video import load_views
 from pipelines.console import ensure_ray
 from pipelines.decode import QUARANTINE_SCHEMA, default_shard_size, quarantine_file
 from pipelines.jobs import InferJob
 
 logger = logging.getLogger(__name__)
+# The decode tasks import this module to run `decode_shard`: the model's modules (open_clip and the rest, seconds
+# of imports per worker process) are imported where the model is needed, not here.
 
 SUMMARY_FILE = "infer.json"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -116,6 +115,8 @@ class ShardPredictor:
 
     def __init__(self, out: str, model: str, card: dict, tracking_uri: str | None, labels: list[str], top_k: int,
                  explain: bool, batch_size: int, gpu: bool):
+        from alt_core.registry import load_model
+
         self.out, self.card, self.top_k, self.explain, self.batch_size = Path(out), card, top_k, explain, batch_size
         device = torch.device("cuda" if gpu else "cpu")
         self.model, _ = load_model(model, tracking_uri, device)  # `model` is pinned: the version the driver chose
@@ -125,6 +126,8 @@ class ShardPredictor:
         self.labels_hash = labels_hash(labels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from alt_core.predict import VideoRequest, predict_batch
+
         index = int(batch["shard"][0])
         paths, truth = json.loads(batch["paths"][0]), json.loads(batch["truth"][0])
         decoded, seconds = json.loads(batch["decoded"][0]), json.loads(batch["decode_seconds"][0])
@@ -193,6 +196,9 @@ def _check_resume(out: Path, params: dict) -> None:
 
 def infer(job: InferJob) -> dict:
     """Label every input video with the model; resumable; returns the summary (also OUT/infer.json)."""
+    from alt_core.backbone import input_size
+    from alt_core.registry import check_model
+
     start = time.perf_counter()
     inputs = list_inputs(job)
     source, contents = check_model(job.model, job.tracking_uri)  # resolved once: an alias is pinned here
