@@ -239,14 +239,24 @@ def decode_manifest(manifest: str | Path, out: str | Path, spec: DecodeSpec = De
 def _tally(out: Path, num_shards: int) -> dict:
     """Counts from the shard files themselves (fresh and resumed alike); merges the quarantine lists."""
     rows = videos = 0
-    quarantine = []
     for i in range(num_shards):
         views = pq.read_table(str(shard_file(out, i)), columns=["view"])["view"].to_numpy()
         rows += len(views)
         videos += int((views == 0).sum())  # each decoded video writes exactly one view 0
-        quarantine.append(pq.read_table(str(quarantine_file(out, i))))
-    merged = pa.concat_tables(quarantine) if quarantine else QUARANTINE_SCHEMA.empty_table()
-    tmp = out / (QUARANTINE_FILE + ".tmp")
-    pq.write_table(merged, str(tmp))
-    os.replace(tmp, out / QUARANTINE_FILE)
+    merged = merge_quarantine(out, num_shards)
     return {"inputs": videos + merged.num_rows, "videos_ok": videos, "quarantined": merged.num_rows, "rows": rows}
+
+
+def merge_quarantine(out: Path, num_shards: int) -> pa.Table:
+    """The shards' quarantine lists as one table, also written to OUT/quarantine.parquet (decode and infer)."""
+    parts = [pq.read_table(str(quarantine_file(out, i))) for i in range(num_shards)]
+    merged = pa.concat_tables(parts) if parts else QUARANTINE_SCHEMA.empty_table()
+    write_table(out / QUARANTINE_FILE, merged)
+    return merged
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """A file exists whole or not at all, so a resumed run can trust it."""
+    tmp = Path(str(path) + ".tmp")
+    pq.write_table(table, str(tmp))
+    os.replace(tmp, path)

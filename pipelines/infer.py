@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import read_labels, read_manifest, video_id
 from alt_core.video import load_views
 from pipelines.console import ensure_ray
-from pipelines.decode import QUARANTINE_SCHEMA, default_shard_size, quarantine_file
+from pipelines.decode import QUARANTINE_SCHEMA, default_shard_size, merge_quarantine, quarantine_file, write_table
 from pipelines.jobs import InferJob
 
 logger = logging.getLogger(__name__)
@@ -151,8 +150,8 @@ class ShardPredictor:
             for k, (i, prediction) in enumerate(zip(chunk, predictions, strict=True)):
                 rows.append(self.row(index, paths[i], truth[i], prediction, 1000 * seconds[first + k], per_video_ms))
         # quarantine first, predictions last: an existing prediction file implies its quarantine file exists
-        _write(quarantine_file(self.out, index), pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
-        _write(prediction_file(self.out, index), pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
+        write_table(quarantine_file(self.out, index), pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
+        write_table(prediction_file(self.out, index), pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
         return {"shard": [index], "videos": [len(rows)], "quarantined": [len(quarantine)],
                 "decode_seconds": [float(batch["shard_decode_seconds"][0])],
                 "predict_seconds": [time.perf_counter() - start]}
@@ -164,13 +163,6 @@ class ShardPredictor:
                 "scores": prediction.scores, "entities": entities, "model_name": card["name"],
                 "model_version": card["version"], "model_alias": card["alias"], "model_run_id": card["run_id"],
                 "labels_hash": self.labels_hash, "decode_ms": decode_ms, "predict_ms": predict_ms, "shard": shard}
-
-
-def _write(path: Path, table: pa.Table) -> None:
-    """A file exists whole or not at all, so a resumed run can trust it."""
-    tmp = Path(str(path) + ".tmp")
-    pq.write_table(table, str(tmp))
-    os.replace(tmp, path)
 
 
 # what OUT records about how its predictions were made, with the words a refusal uses for each
@@ -220,6 +212,7 @@ def infer(job: InferJob) -> dict:
     logger.info(f"infer: {len(inputs)} videos in {len(shards)} shards ({len(shards) - len(todo)} already done), "
                 f"{workers} model replica(s) of {source.title()} on {'GPU' if job.gpu else 'CPU'}, into {out}")
     run_start, done, videos, quarantined = time.perf_counter(), 0, 0, 0
+    busy = {"decode_seconds": 0.0, "predict_seconds": 0.0}  # summed over tasks and replicas: where the time went
     if todo:
         items = [{"shard": i, "paths": json.dumps([v.path for v in shards[i]]),
                   "truth": json.dumps([v.label for v in shards[i]])} for i in todo]
@@ -235,6 +228,7 @@ def infer(job: InferJob) -> dict:
                                    "batch_size": job.batch_size, "gpu": job.gpu})
         for result in ds.iter_rows():
             done, videos, quarantined = done + 1, videos + result["videos"], quarantined + result["quarantined"]
+            busy = {k: busy[k] + result[k] for k in busy}
             if done % job.progress_every == 0 or done == len(todo):
                 elapsed = time.perf_counter() - run_start
                 rate = (videos + quarantined) / elapsed
@@ -247,7 +241,7 @@ def infer(job: InferJob) -> dict:
         raise RuntimeError(f"shards account for {summary['inputs']} inputs, there are {len(inputs)}")
     summary.update(status="done", params=params, out=str(out), model=source.card(), labels=len(labels),
                    shards=len(shards), shards_written=len(todo), shards_skipped=len(shards) - len(todo),
-                   workers=workers, gpu=job.gpu, batch_size=job.batch_size, run_seconds=run_seconds,
+                   workers=workers, gpu=job.gpu, batch_size=job.batch_size, run_seconds=run_seconds, **busy,
                    seconds=time.perf_counter() - start,
                    videos_per_s=(videos + quarantined) / run_seconds if todo and run_seconds > 0 else None)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
@@ -273,13 +267,8 @@ def _duration(seconds: float) -> str:
 
 def _tally(out: Path, num_shards: int) -> dict:
     """Counts from the shard files themselves (fresh and resumed alike); merges the quarantine lists."""
-    predictions = 0
-    quarantine = []
-    for i in range(num_shards):
-        predictions += pq.read_metadata(str(prediction_file(out, i))).num_rows
-        quarantine.append(pq.read_table(str(quarantine_file(out, i))))
-    merged = pa.concat_tables(quarantine) if quarantine else QUARANTINE_SCHEMA.empty_table()
-    _write(out / QUARANTINE_FILE, merged)
+    predictions = sum(pq.read_metadata(str(prediction_file(out, i))).num_rows for i in range(num_shards))
+    merged = merge_quarantine(out, num_shards)
     return {"inputs": predictions + merged.num_rows, "predictions": predictions, "quarantined": merged.num_rows}
 
 
