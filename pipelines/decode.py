@@ -138,15 +138,16 @@ def clip_format(spec: DecodeSpec) -> ClipFormat:
     return ClipFormat("tokens", (spec.frames, 1 + regions, backbone.embed_dim), backbone.spec.id, spec.tome_r)
 
 
-def _previous_params(out: Path) -> dict | None:
-    """The parameters of the run that wrote `out`, if any (a rerun resumes it)."""
-    summary = out / SUMMARY_FILE
+def previous_params(out: Path, summary_file: str = SUMMARY_FILE) -> dict | None:
+    """The parameters of the run that wrote `out` (its summary file: decode's, or infer's), if any: a rerun
+    resumes it."""
+    summary = out / summary_file
     return json.loads(summary.read_text()).get("params") if summary.is_file() else None
 
 
 def _check_resume(out: Path, params: dict) -> None:
     """Refuse to mix shards of different inputs or parameters in one directory."""
-    previous = _previous_params(out)
+    previous = previous_params(out)
     if previous is not None and previous != params:
         raise ALTError(f"{out} holds shards decoded from other inputs or parameters (see {out / SUMMARY_FILE}); "
                        "use a new --out directory or delete this one")
@@ -187,7 +188,7 @@ def decode_manifest(manifest: str | Path, out: str | Path, spec: DecodeSpec = De
     ensure_ray()
     workers = workers or default_workers()
     # a rerun keeps the shard size that wrote the existing shards, whatever the cluster's size is now
-    shard_size = shard_size or (_previous_params(out) or {}).get("shard_size") or default_shard_size(len(rows),
+    shard_size = shard_size or (previous_params(out) or {}).get("shard_size") or default_shard_size(len(rows),
                                                                                                      workers)
     rows_hash = hashlib.sha1(json.dumps([asdict(r) for r in rows]).encode()).hexdigest()[:16]
     params = {**spec.identity(), "backbone_id": fmt.backbone, "manifest": str(manifest), "rows_hash": rows_hash,

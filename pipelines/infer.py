@@ -34,7 +34,14 @@ from alt_core.errors import ALTError, ConfigError
 from alt_core.manifest import read_labels, read_manifest, video_id
 from alt_core.video import load_views
 from pipelines.console import ensure_ray
-from pipelines.decode import QUARANTINE_SCHEMA, default_shard_size, merge_quarantine, quarantine_file, write_table
+from pipelines.decode import (
+    QUARANTINE_SCHEMA,
+    default_shard_size,
+    merge_quarantine,
+    previous_params,
+    quarantine_file,
+    write_table,
+)
 from pipelines.jobs import InferJob
 
 logger = logging.getLogger(__name__)
@@ -173,8 +180,7 @@ PARAM_NAMES = {"model": "model", "model_run_id": "model run", "labels_hash": "la
 
 def _check_resume(out: Path, params: dict) -> None:
     """Refuse to mix predictions of different models, label sets or inputs in one directory."""
-    summary = out / SUMMARY_FILE
-    previous = json.loads(summary.read_text()).get("params") if summary.is_file() else None
+    previous = previous_params(out, SUMMARY_FILE)
     if previous is None or previous == params:
         return
     changed = [f"{PARAM_NAMES.get(k, k)} {previous.get(k)} -> {params.get(k)}" for k in PARAM_NAMES
@@ -198,7 +204,9 @@ def infer(job: InferJob) -> dict:
     frames, size = contents.config.num_frames, input_size(contents.config.backbone)  # the replicas load the model
     ensure_ray()
     out = Path(job.out)
-    shard_size = job.shard_size or _previous_shard_size(out) or default_shard_size(len(inputs), job.workers)
+    # a rerun keeps the shard size that wrote the existing shards, whatever the cluster's size is now
+    shard_size = (job.shard_size or (previous_params(out, SUMMARY_FILE) or {}).get("shard_size")
+                  or default_shard_size(len(inputs), job.workers))
     params = {"model": source.pinned, "model_run_id": source.run_id, "labels_hash": labels_hash(labels),
               "top_k": job.top_k, "clips": job.clips, "explain": job.explain, "frames": frames, "size": size,
               "inputs_hash": hashlib.sha256(json.dumps([asdict(v) for v in inputs]).encode()).hexdigest()[:16],
@@ -252,12 +260,6 @@ def infer(job: InferJob) -> dict:
         logger.warning(f"infer: {summary['quarantined']} video(s) quarantined, listed in {out / QUARANTINE_FILE}; "
                        f"first: {first['error']}")
     return summary
-
-
-def _previous_shard_size(out: Path) -> int | None:
-    """A rerun keeps the shard size that wrote the existing shards, whatever the cluster's size is now."""
-    summary = out / SUMMARY_FILE
-    return json.loads(summary.read_text()).get("params", {}).get("shard_size") if summary.is_file() else None
 
 
 def _duration(seconds: float) -> str:
