@@ -1,14 +1,16 @@
-"""The Ray Serve application (docs/serving.md): an ingress that checks requests and decodes uploads, and a
-model deployment whose forward is dynamically batched across requests.
+"""The Ray Serve application (docs/serving.md): an ingress that checks requests and decodes uploads, and the
+model, whose forward is dynamically batched across requests; in `split` mode (deploy/serve.yaml) the model is
+its own deployment (GPU replicas on a cluster), in `single` mode (deploy/serve-single.yaml) it runs inside the
+ingress replica, so a request makes no hop between replicas.
 
 - `Ingress` (FastAPI): authentication, the upload cap (checked from Content-Length and while reading),
   parameter checks, decoding from memory at the model's scale (decord; frames sampled as in evaluation),
   a time budget per request, JSON errors `{"error": {"code", "message"}}` with a 4xx status for the
-  client's fault; no error takes a replica down.
-- `ALTModelServer`: loads `models:/alt@champion` (or a checkpoint directory), batches requests with
-  `@serve.batch` (clips of different label sets and view counts share one backbone + adapter forward), caches
-  the class matrix of each label set (bounded), and switches to a new version when the alias moves, without
-  failing requests in flight.
+  client's fault, per-stage timings in every answer; no error takes a replica down.
+- `ModelRunner` (the `ALTModel` deployment in split mode): loads `models:/alt@champion` (or a checkpoint
+  directory), batches requests as they queue (deploy/batching.py; clips of different label sets and view
+  counts share one backbone + adapter forward), caches the class matrix of each label set (bounded), and
+  switches to a new version when the alias moves, without failing requests in flight.
 
 `build_app(args)` is the application builder `serve run deploy/serve.yaml` and `alt serve` call.
 """
@@ -39,14 +41,17 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from alt_core.config import DEFAULT_TOP_K, Settings, setting
+from alt_core.errors import ConfigError
 from alt_core.model import ALTModel
 from alt_core.predict import VideoRequest, predict_batch
 from alt_core.registry import is_registry_uri, load_model, registry_version
 from alt_core.video import VideoDecodeError, load_views
+from deploy.batching import QueueBatcher
 
 logger = logging.getLogger(__name__)
 MAX_LABELS, MAX_LABEL_CHARS, MAX_CLIPS = 1000, 200, 8
 DECODE_THREADS = 2  # per ingress replica
+MODES = {"split": ("Ingress", "ALTModel"), "single": ("Ingress",)}  # the deployments each mode builds
 OPTION_NAMES = ("top_k", "labels", "explain", "clips", "picture", "format")
 PAGE = Path(__file__).with_name("page.html")
 
@@ -60,8 +65,12 @@ class ServeSettings(Settings):
     tracking_uri: str | None = setting(None, "MLflow tracking URI of the registry (default: $MLFLOW_TRACKING_URI)")
     max_upload_mb: float = setting(64.0, "largest upload accepted (413 above)")
     request_timeout_s: float = setting(30.0, "time budget of one request: decode + model (504 when exceeded)")
+    mode: str = setting("split", "split: a CPU ingress decodes, a model deployment (a GPU on a cluster) batches "
+                                 "the forward; single: one deployment decodes and runs the model (CPU nodes, "
+                                 "small models: no hop between replicas)")
     max_batch_size: int = setting(8, "requests one forward may batch")
-    batch_wait_timeout_s: float = setting(0.005, "how long a batch waits to fill")
+    batch_wait_timeout_s: float = setting(0.0, "how long a batch that is not full may wait to fill (0: never; "
+                                               "requests that arrive during a forward form the next batch)")
     label_cache_size: int = setting(64, "label sets whose class matrix stays cached per replica")
     watch_s: float = setting(10.0, "how often a replica checks whether the registry alias moved (0: never)")
 
@@ -247,130 +256,16 @@ async def read_upload(request: Request) -> tuple[bytes, list[tuple[str, str]]]:
                    "send the clip as multipart/form-data (field `file`) or as the raw body with a video/* type")
 
 
-@serve.deployment(name="Ingress")
-@serve.ingress(api)
-class Ingress:
-    """HTTP front: checks, decoding, time budget; forwards decoded views to the model deployment."""
-
-    def __init__(self, model: DeploymentHandle, settings: dict):
-        self.model = model
-        self.settings = ServeSettings.from_dict(settings)
-        os.environ[UPLOAD_CAP_ENV] = str(int(self.settings.max_upload_mb * 2**20))
-        self.token = os.environ.get("ALT_SERVE_TOKEN") or None
-        self.info: dict | None = None
-        self.info_at = 0.0
-        # decodes run here, a few at a time: a decode past its deadline cannot be interrupted, so the pool bounds
-        # how many such threads (and their uploads) a replica can hold; queued decodes wait within their deadline
-        self.decoders = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
-
-    def authorize(self, request: Request) -> None:
-        if self.token is None:
-            return
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
-            raise APIError(401, "unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
-
-    async def model_info(self, max_age_s: float = 5.0) -> dict:
-        if self.info is None or time.monotonic() - self.info_at > max_age_s:
-            self.info = await self.model.info.remote()
-            self.info_at = time.monotonic()
-        return self.info
-
-    @api.get("/", response_class=HTMLResponse, summary="The web page: upload a clip, see labels and why")
-    async def page(self) -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text())
-
-    @api.get("/healthz", summary="Liveness: the process answers")
-    async def healthz(self) -> dict:
-        return {"status": "alive"}
-
-    @api.get("/readyz", summary="Readiness: the model is loaded and warm")
-    async def readyz(self) -> dict:
-        try:
-            info = await asyncio.wait_for(self.model_info(max_age_s=0), 10)
-        except Exception as err:
-            raise APIError(503, "not_ready", f"the model deployment is not ready ({type(err).__name__})",
-                           {"Retry-After": "5"}) from err
-        return {"status": "ready", "model": info["model"]}
-
-    @api.get("/v1/model", summary="The model being served: version, run, data hash, labels")
-    async def model_card(self, request: Request) -> dict:
-        self.authorize(request)
-        info = await self.model_info(max_age_s=0)
-        return {**info["model"], "labels": info["labels"], "num_frames": info["num_frames"],
-                "image_size": info["image_size"]}
-
-    @api.get("/v1/labels", summary="The checkpoint's own label set")
-    async def labels(self, request: Request) -> dict:
-        self.authorize(request)
-        return {"labels": (await self.model_info())["labels"]}
-
-    @api.get("/v1/stats", summary="Batch sizes and requests served by the replica that answers")
-    async def stats(self, request: Request) -> dict:
-        self.authorize(request)
-        return await self.model.stats.remote()
-
-    @api.post("/v1/predict", summary="Top-k labels and the aligned entities of an uploaded clip",
-              response_model=None, responses={200: {"content": {"application/json": {}, "image/png": {}},
-                                                    "description": "JSON, or with format=png the explanation picture"}})
-    async def predict(self, request: Request,
-                      top_k: int = Query(DEFAULT_TOP_K, description="labels to return (default: 5, or every label "
-                                                                    "when there are fewer)"),
-                      labels: list[str] | None = Query(None, description="open vocabulary: score these names "
-                                                                             "instead of the checkpoint's labels"),
-                      explain: bool = Query(True, description="return the aligned entities"),
-                      clips: int = Query(1, description="temporal test views, averaged"),
-                      picture: bool = Query(False, description="add the explanation picture (PNG) to the JSON as a "
-                                                               "data: URL under `picture`"),
-                      format: str = Query("json", description="`png`: answer with the explanation picture itself "
-                                                              "(image/png) instead of JSON")) -> Response | dict:
-        """The clip goes as multipart/form-data (field `file`; parameters may also be form fields) or as the raw
-        body with a `video/*` content type. At most `max_upload_mb`; decoded in memory at the model's scale."""
-        start = time.perf_counter()
-        self.authorize(request)
-        deadline = start + self.settings.request_timeout_s
-        data, fields = await read_upload(request)
-        options = parse_options(query_pairs(request) + fields)
-        if not data:
-            raise APIError(400, "empty_upload", "the upload is empty")
-        info = await self.model_info()
-        label_count = len(options.labels or info["labels"])
-        if options.top_k is not None and options.top_k > label_count:
-            raise APIError(422, "invalid_parameter", f"top_k {options.top_k} exceeds the {label_count} labels")
-        top_k = options.top_k or min(DEFAULT_TOP_K, label_count)
-        decode = asyncio.get_running_loop().run_in_executor(
-            self.decoders, load_views, data, info["num_frames"], info["image_size"], options.clips, 1, "upload")
-        try:
-            views = await asyncio.wait_for(decode, max(0.001, deadline - time.perf_counter()))
-        except VideoDecodeError as err:
-            raise APIError(422, "undecodable_video", str(err)) from err
-        except TimeoutError as err:
-            raise APIError(504, "timeout", "decoding took longer than the request's time budget") from err
-        decoded = time.perf_counter()
-        try:
-            request = VideoRequest(views, "upload", options.labels, top_k, options.explain,
-                                   picture=options.picture or options.format == "png")
-            result = await asyncio.wait_for(self.model.predict.remote(request),
-                                            max(0.001, deadline - time.perf_counter()))
-        except TimeoutError as err:
-            raise APIError(504, "timeout", "the model did not answer within the request's time budget") from err
-        except BackPressureError as err:
-            raise APIError(503, "overloaded", "the model deployment's queue is full; retry shortly",
-                           {"Retry-After": "1"}) from err
-        if "error" in result:
-            raise APIError(503, "model_changed", result["error"], {"Retry-After": "1"})
-        if (options.picture or options.format == "png") and result.get("picture") is None:
-            raise APIError(422, "no_explanation", f"the served model ({result['model']['adapter']}) aligns no "
-                                                  "entities, so it has no explanation picture")
-        if options.format == "png":
-            return Response(result["picture"], media_type="image/png")
-        done = time.perf_counter()
-        body = {"model": result["model"], "predictions": result["predictions"], "entities": result["entities"],
-                "timing_ms": {"decode": round(1000 * (decoded - start), 1), "model": round(1000 * (done - decoded), 1),
-                              "total": round(1000 * (done - start), 1), "batch_size": result["batch_size"]}}
-        if options.picture:
-            body["picture"] = "data:image/png;base64," + base64.b64encode(result["picture"]).decode()
-        return body
+# Serve pickles a deployment's class when it is decorated: what its methods use is defined above it.
+def stage_timings(start: float, read: float, decoded: float, done: float, result: dict) -> dict:
+    """Where a request's time went in this replica (ms): reading and parsing the upload, decoding (with its
+    wait for a decode thread), the model call in all (`model`) and, inside it, the wait for a batch, the
+    batch's forward and the rest (`hop`: the handle's round trip in split mode; ~0 in single mode)."""
+    model_ms = 1000 * (done - decoded)
+    return {"read": round(1000 * (read - start), 1), "decode": round(1000 * (decoded - read), 1),
+            "model": round(model_ms, 1), "queue": result["queue_ms"], "forward": result["forward_ms"],
+            "hop": round(model_ms - result["queue_ms"] - result["forward_ms"], 1),
+            "total": round(1000 * (done - start), 1), "batch_size": result["batch_size"]}
 
 
 class LoadedModel:
@@ -397,17 +292,18 @@ class LoadedModel:
         return matrix
 
 
-@serve.deployment(name="ALTModel")
-class ALTModelServer:
-    """The model replica: dynamic batching over requests, label-set cache, hot swap on a moved alias."""
+class ModelRunner:
+    """The model side of serving, wherever it runs (its own deployment, or inside the ingress in `single`
+    mode): loads the reference, batches requests as they queue, caches label sets, and swaps versions when
+    the registry alias moves."""
 
-    def __init__(self, settings: dict):
-        self.settings = ServeSettings.from_dict(settings)
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.loaded = self.load(self.settings.model)
         self.batch_sizes: Counter[int] = Counter()
         self.served = 0
-        self.configure_batching(self.settings.max_batch_size, self.settings.batch_wait_timeout_s)
+        self.batcher = QueueBatcher(self.forward_batch, settings.max_batch_size, settings.batch_wait_timeout_s)
         self.swap = threading.Lock()  # one load at a time: the watcher and reconfigure may both want one
         threading.Thread(target=self.watch, name="alias-watcher", daemon=True).start()
 
@@ -449,15 +345,11 @@ class ALTModelServer:
             self.loaded = self.load(reference)
             self.settings.model = reference
 
-    def configure_batching(self, max_batch_size: int, wait_s: float) -> None:
-        self.run_batch.set_max_batch_size(max_batch_size)
-        self.run_batch.set_batch_wait_timeout_s(wait_s)
-
     def reconfigure(self, user_config: dict) -> None:
         """`user_config` of deploy/serve.yaml: batching knobs, and `model` to switch models without a restart."""
         if "max_batch_size" in user_config or "batch_wait_timeout_s" in user_config:
-            self.configure_batching(int(user_config.get("max_batch_size", self.settings.max_batch_size)),
-                                    float(user_config.get("batch_wait_timeout_s", self.settings.batch_wait_timeout_s)))
+            self.batcher.configure(int(user_config.get("max_batch_size", self.settings.max_batch_size)),
+                                   float(user_config.get("batch_wait_timeout_s", self.settings.batch_wait_timeout_s)))
         if user_config.get("model") and user_config["model"] != self.settings.model:
             self.switch(user_config["model"])
 
@@ -467,19 +359,23 @@ class ALTModelServer:
                 "image_size": model.backbone.image_size}
 
     async def stats(self) -> dict:
-        return {"replica": serve.get_replica_context().replica_id.unique_id, "requests": self.served,
+        context = serve.get_replica_context()
+        return {"replica": context.replica_id.unique_id, "deployment": context.deployment, "requests": self.served,
                 "batches": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
 
     async def predict(self, request: VideoRequest) -> dict:
-        return await self.run_batch(request)
+        """The request's result, with how long it queued for the model and its batch's forward took."""
+        result, queued_s = await self.batcher.submit(request)
+        return result | {"queue_ms": round(1000 * queued_s, 1)}
 
-    @serve.batch(max_batch_size=ServeSettings.max_batch_size, batch_wait_timeout_s=ServeSettings.batch_wait_timeout_s)
-    async def run_batch(self, requests: list[VideoRequest]) -> list[dict]:
+    def forward_batch(self, requests: list[VideoRequest]) -> list[dict]:
         loaded = self.loaded  # one version for the whole batch, even if the alias moves meanwhile
-        results = await asyncio.to_thread(self.forward, loaded, requests)
+        start = time.perf_counter()
+        results = self.forward(loaded, requests)
+        forward_ms = round(1000 * (time.perf_counter() - start), 1)
         self.batch_sizes[len(requests)] += 1
         self.served += len(requests)
-        return results
+        return [result | {"forward_ms": forward_ms} for result in results]
 
     def forward(self, loaded: LoadedModel, requests: list[VideoRequest]) -> list[dict]:
         """One forward over the batch's clips that fit the loaded version's input shape; a clip decoded for a
@@ -500,7 +396,157 @@ class ALTModelServer:
         return results
 
 
+@serve.deployment(name="ALTModel")
+class ALTModelServer(ModelRunner):
+    """The model deployment of `split` mode, behind the CPU ingress (a GPU replica on a cluster)."""
+
+    def __init__(self, settings: dict):
+        super().__init__(ServeSettings.from_dict(settings))
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    """HTTP front: checks, decoding, time budget; forwards decoded views to the model deployment."""
+
+    def __init__(self, model: DeploymentHandle | None, settings: dict):
+        self.settings = ServeSettings.from_dict(settings)
+        # split mode: the model deployment's handle; single mode: the model runs here, in this replica
+        self.in_process = model is None
+        self.model = ModelRunner(self.settings) if self.in_process else model
+        os.environ[UPLOAD_CAP_ENV] = str(int(self.settings.max_upload_mb * 2**20))
+        self.token = os.environ.get("ALT_SERVE_TOKEN") or None
+        self.info: dict | None = None
+        self.info_at = 0.0
+        # decodes run here, a few at a time: a decode past its deadline cannot be interrupted, so the pool bounds
+        # how many such threads (and their uploads) a replica can hold; queued decodes wait within their deadline
+        self.decoders = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
+
+    async def call(self, method: str, *args):
+        """A method of the model, through the deployment handle (split mode) or in this process (single)."""
+        if self.in_process:
+            return await getattr(self.model, method)(*args)
+        return await getattr(self.model, method).remote(*args)
+
+    def reconfigure(self, user_config: dict) -> None:
+        """single mode: the model's `user_config` is this deployment's (deploy/serve-single.yaml)."""
+        if self.in_process:
+            self.model.reconfigure(user_config)
+
+    def authorize(self, request: Request) -> None:
+        if self.token is None:
+            return
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+            raise APIError(401, "unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+
+    async def model_info(self, max_age_s: float = 5.0) -> dict:
+        if self.info is None or time.monotonic() - self.info_at > max_age_s:
+            self.info = await self.call("info")
+            self.info_at = time.monotonic()
+        return self.info
+
+    @api.get("/", response_class=HTMLResponse, summary="The web page: upload a clip, see labels and why")
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
+    @api.get("/healthz", summary="Liveness: the process answers")
+    async def healthz(self) -> dict:
+        return {"status": "alive"}
+
+    @api.get("/readyz", summary="Readiness: the model is loaded and warm")
+    async def readyz(self) -> dict:
+        try:
+            info = await asyncio.wait_for(self.model_info(max_age_s=0), 10)
+        except Exception as err:
+            raise APIError(503, "not_ready", f"the model deployment is not ready ({type(err).__name__})",
+                           {"Retry-After": "5"}) from err
+        return {"status": "ready", "model": info["model"]}
+
+    @api.get("/v1/model", summary="The model being served: version, run, data hash, labels")
+    async def model_card(self, request: Request) -> dict:
+        self.authorize(request)
+        info = await self.model_info(max_age_s=0)
+        return {**info["model"], "labels": info["labels"], "num_frames": info["num_frames"],
+                "image_size": info["image_size"]}
+
+    @api.get("/v1/labels", summary="The checkpoint's own label set")
+    async def labels(self, request: Request) -> dict:
+        self.authorize(request)
+        return {"labels": (await self.model_info())["labels"]}
+
+    @api.get("/v1/stats", summary="Batch sizes and requests served by the replica that answers")
+    async def stats(self, request: Request) -> dict:
+        self.authorize(request)
+        return await self.call("stats")
+
+    @api.post("/v1/predict", summary="Top-k labels and the aligned entities of an uploaded clip",
+              response_model=None, responses={200: {"content": {"application/json": {}, "image/png": {}},
+                                                    "description": "JSON, or with format=png the explanation picture"}})
+    async def predict(self, request: Request,
+                      top_k: int = Query(DEFAULT_TOP_K, description="labels to return (default: 5, or every label "
+                                                                    "when there are fewer)"),
+                      labels: list[str] | None = Query(None, description="open vocabulary: score these names "
+                                                                             "instead of the checkpoint's labels"),
+                      explain: bool = Query(True, description="return the aligned entities"),
+                      clips: int = Query(1, description="temporal test views, averaged"),
+                      picture: bool = Query(False, description="add the explanation picture (PNG) to the JSON as a "
+                                                               "data: URL under `picture`"),
+                      format: str = Query("json", description="`png`: answer with the explanation picture itself "
+                                                              "(image/png) instead of JSON")) -> Response:
+        """The clip goes as multipart/form-data (field `file`; parameters may also be form fields) or as the raw
+        body with a `video/*` content type. At most `max_upload_mb`; decoded in memory at the model's scale."""
+        start = time.perf_counter()
+        self.authorize(request)
+        deadline = start + self.settings.request_timeout_s
+        data, fields = await read_upload(request)
+        read = time.perf_counter()
+        options = parse_options(query_pairs(request) + fields)
+        if not data:
+            raise APIError(400, "empty_upload", "the upload is empty")
+        info = await self.model_info()
+        label_count = len(options.labels or info["labels"])
+        if options.top_k is not None and options.top_k > label_count:
+            raise APIError(422, "invalid_parameter", f"top_k {options.top_k} exceeds the {label_count} labels")
+        top_k = options.top_k or min(DEFAULT_TOP_K, label_count)
+        decode = asyncio.get_running_loop().run_in_executor(
+            self.decoders, load_views, data, info["num_frames"], info["image_size"], options.clips, 1, "upload")
+        try:
+            views = await asyncio.wait_for(decode, max(0.001, deadline - time.perf_counter()))
+        except VideoDecodeError as err:
+            raise APIError(422, "undecodable_video", str(err)) from err
+        except TimeoutError as err:
+            raise APIError(504, "timeout", "decoding took longer than the request's time budget") from err
+        decoded = time.perf_counter()
+        try:
+            request = VideoRequest(views, "upload", options.labels, top_k, options.explain,
+                                   picture=options.picture or options.format == "png")
+            result = await asyncio.wait_for(self.call("predict", request),
+                                            max(0.001, deadline - time.perf_counter()))
+        except TimeoutError as err:
+            raise APIError(504, "timeout", "the model did not answer within the request's time budget") from err
+        except BackPressureError as err:
+            raise APIError(503, "overloaded", "the model deployment's queue is full; retry shortly",
+                           {"Retry-After": "1"}) from err
+        if "error" in result:
+            raise APIError(503, "model_changed", result["error"], {"Retry-After": "1"})
+        if (options.picture or options.format == "png") and result.get("picture") is None:
+            raise APIError(422, "no_explanation", f"the served model ({result['model']['adapter']}) aligns no "
+                                                  "entities, so it has no explanation picture")
+        if options.format == "png":
+            return Response(result["picture"], media_type="image/png")
+        done = time.perf_counter()
+        body = {"model": result["model"], "predictions": result["predictions"], "entities": result["entities"],
+                "timing_ms": stage_timings(start, read, decoded, done, result)}
+        if options.picture:
+            body["picture"] = "data:image/png;base64," + base64.b64encode(result["picture"]).decode()
+        return JSONResponse(body)  # already JSON-ready: skips FastAPI's encoder walk
+
+
 def build_app(args: dict) -> serve.Application:
     """The application `import_path: deploy.app:build_app` names; `args` are `ServeSettings` fields."""
-    settings = ServeSettings.from_dict(args or {}).to_dict()
-    return Ingress.bind(ALTModelServer.bind(settings), settings)
+    settings = ServeSettings.from_dict(args or {})
+    if settings.mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {settings.mode!r}")
+    model = ALTModelServer.bind(settings.to_dict()) if settings.mode == "split" else None
+    return Ingress.bind(model, settings.to_dict())

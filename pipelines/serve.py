@@ -46,6 +46,7 @@ def serve_config(path: str | Path = DEFAULT_CONFIG, model: str | None = None, tr
     if not apps:
         raise ConfigError(f"{path}: no application named {APP_NAME!r}")
     args = apps[0]["args"] = apps[0].get("args") or {}
+    check_mode(path, args.get("mode", "split"), [d.get("name") for d in apps[0].get("deployments") or []])
     if model:
         args["model"] = model
     if tracking_uri:
@@ -62,6 +63,20 @@ def serve_config(path: str | Path = DEFAULT_CONFIG, model: str | None = None, tr
         return ServeDeploySchema.model_validate(raw)
     except Exception as err:
         raise ConfigError(f"{path}: not a valid Serve config ({str(err).splitlines()[0]})") from err
+
+
+def check_mode(path: Path, mode: str, deployments: list[str]) -> None:
+    """The deployments a config lists must be those its mode builds (Serve's own error names neither file
+    nor fix)."""
+    from deploy.app import MODES
+
+    if mode not in MODES:
+        raise ConfigError(f"{path}: args.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    extra = sorted(set(deployments) - set(MODES[mode]))
+    if extra:
+        other = "deploy/serve.yaml" if mode == "single" else "deploy/serve-single.yaml"
+        raise ConfigError(f"{path}: mode {mode} builds no {', '.join(extra)} deployment (it builds "
+                          f"{', '.join(MODES[mode])}); remove that entry, or start from {other}")
 
 
 def deploy(config: ServeDeploySchema, timeout_s: float = 300.0) -> str:

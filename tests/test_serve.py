@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP_MB = 2
+SINGLE_CONFIG = DEFAULT_CONFIG.with_name("serve-single.yaml")
 
 
 def clip_bytes(label: str = "circle moving left", seed: int = 3, frames: int = 16, size: int = 64) -> bytes:
@@ -74,7 +75,7 @@ def server(tmp_path_factory, micro_backbone, micro_corpus):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     app = raw["applications"][0]
     app["args"].update(model="models:/alt@champion", tracking_uri=tracking_uri, max_upload_mb=CAP_MB, watch_s=1,
-                       request_timeout_s=60, batch_wait_timeout_s=0.05)
+                       request_timeout_s=60)
     ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
     ingress["ray_actor_options"]["runtime_env"] = {"env_vars": {"ALT_SERVE_TOKEN": TOKEN}}
     (root / "serve.yaml").write_text(yaml.safe_dump(raw))
@@ -150,6 +151,32 @@ def test_serve_config_overrides_reach_the_replicas_and_bad_files_are_one_line(tm
         (tmp_path / "bad.yaml").write_text(text)
         with pytest.raises(ConfigError, match=message):
             serve_config(tmp_path / "bad.yaml")
+
+
+def test_single_mode_config_is_the_split_config_with_only_its_declared_changes():
+    """deploy/serve-single.yaml says what it changes: the mode, and one deployment (Ingress) with the model
+    deployment's queue and autoscaling and a whole CPU for decoding and the forward; nothing else drifts."""
+    split, single = (yaml.safe_load(path.read_text()) for path in (DEFAULT_CONFIG, SINGLE_CONFIG))
+    ServeDeploySchema.model_validate(single)
+    split_app, single_app = split["applications"][0], single["applications"][0]
+    assert single_app["args"] == split_app["args"] | {"mode": "single"}
+    model = next(d for d in split_app["deployments"] if d["name"] == "ALTModel")
+    assert single_app["deployments"] == [model | {"name": "Ingress", "ray_actor_options": {"num_cpus": 1}}]
+    strip = lambda raw: raw | {"applications": [raw["applications"][0] | {"args": None, "deployments": None}]}  # noqa: E731
+    assert strip(single) == strip(split)
+
+
+def test_a_config_whose_deployments_are_not_its_modes_is_one_line(tmp_path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["applications"][0]["args"]["mode"] = "single"
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="mode single builds no ALTModel deployment.*deploy/serve.yaml"):
+        serve_config(tmp_path / "mixed.yaml")
+    raw["applications"][0]["args"]["mode"] = "both"
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="args.mode must be one of split, single, got 'both'"):
+        serve_config(tmp_path / "mixed.yaml")
+    assert serve_config(SINGLE_CONFIG).applications[0].args["mode"] == "single"
 
 
 def test_predict_returns_sorted_top_k_and_entities_with_frames(server):
@@ -402,7 +429,9 @@ def test_concurrent_requests_share_batches(server):
         responses = list(pool.map(lambda data: post(server, data, params={"labels": ["a", "b"], "top_k": 2}
                                                     if len(data) % 2 else None), clips))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
-    assert max(r.json()["timing_ms"]["batch_size"] for r in responses) > 1
+    timings = [r.json()["timing_ms"] for r in responses]
+    assert max(t["batch_size"] for t in timings) > 1  # with no batch wait: what queued during a forward
+    assert all(t["queue"] + t["forward"] + t["hop"] == pytest.approx(t["model"], abs=0.3) for t in timings)
     stats = requests.get(f"{server['url']}/v1/stats", headers=AUTH, timeout=30).json()
     assert sum(int(size) * count for size, count in stats["batches"].items()) >= 1
 
