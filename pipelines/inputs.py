@@ -76,6 +76,11 @@ def model_config(job: TrainJob, fmt: ClipFormat, corpus: EntityCorpus) -> ALTCon
         if spec.id != fmt.backbone:
             raise ClipDataError(f"the tokens in {job.data} were cached with backbone {fmt.backbone}, whose weights "
                                 f"are now {spec.id}; decode the videos again with --cache-tokens")
+        asked = BackboneSpec(job.model.backbone, job.model.pretrained)  # the defaults: whatever the tokens say
+        if (asked.name, asked.pretrained) != (ALTConfig().backbone, None) and asked.id != spec.id:
+            raise ClipDataError(f"the tokens in {job.data} were cached with {spec.id}, not the {asked.id} this run "
+                                "asks for; drop --backbone/--pretrained to train on them, or decode the videos "
+                                "again with these weights and --cache-tokens")
         config = replace(config, backbone=spec.name, pretrained=spec.pretrained, tome_r=fmt.tome_r)
         if config.unfreeze_last_blocks:
             raise ClipDataError("unfreeze_last_blocks trains the image tower, which cached tokens skip; "

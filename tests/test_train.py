@@ -131,6 +131,7 @@ def test_tokens_or_corpus_of_other_weights_are_refused(workspace, tmp_path, micr
     corpus = build_corpus(load_backbone("alt-micro", pretrained=str(weights)), SEEN, ["labels"])
     fmt = ClipFormat("tokens", (4, 8, 32), BackboneSpec("alt-micro", str(weights)).id, 1)
     stale = job(workspace, "tokens", tmp_path / "run")
+    stale = replace(stale, model=replace(stale.model, pretrained=str(weights)))
     assert model_config(stale, fmt, corpus).pretrained == str(weights.resolve())  # same weights: accepted
     write_weights(weights, micro_backbone, retrained=True)
     with pytest.raises(ClipDataError, match="decode the videos again"):
@@ -138,3 +139,18 @@ def test_tokens_or_corpus_of_other_weights_are_refused(workspace, tmp_path, micr
     fresh = replace(fmt, backbone=BackboneSpec("alt-micro", str(weights)).id)  # re-decoded, corpus not rebuilt
     with pytest.raises(CorpusError, match="rebuild the corpus"):
         model_config(stale, fresh, corpus)
+
+
+def test_asking_for_other_weights_than_the_tokens_were_cached_with_is_refused(workspace, tmp_path, micro_backbone):
+    """`alt train --pretrained A` on tokens cached with weights B must not train on B's features silently; with
+    no --backbone/--pretrained the tokens say which weights the run uses."""
+    other = tmp_path / "other.safetensors"
+    write_weights(other, micro_backbone, retrained=True)
+    corpus = build_corpus(load_backbone("alt-micro", pretrained=workspace["weights"]), SEEN, ["labels"])
+    fmt = ClipFormat("tokens", (4, 8, 32), BackboneSpec("alt-micro", workspace["weights"]).id, 1)
+    asked = job(workspace, "tokens", tmp_path / "run")
+    assert model_config(asked, fmt, corpus).pretrained == str(Path(workspace["weights"]).resolve())
+    with pytest.raises(ClipDataError, match="were cached with alt-micro.*not the alt-micro.*drop --backbone"):
+        model_config(replace(asked, model=replace(asked.model, pretrained=str(other))), fmt, corpus)
+    defaults = replace(asked, model=replace(asked.model, backbone=ALTConfig().backbone, pretrained=None))
+    assert model_config(defaults, fmt, corpus).backbone == "alt-micro"  # not asked: the tokens decide
