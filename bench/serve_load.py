@@ -58,10 +58,9 @@ from alt_core.predict import VideoRequest, predict_batch
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, split_classes, write_mp4
 from alt_core.video import load_views
 from pipelines.console import setup_logging
-from pipelines.serve import APP_NAME, DEFAULT_CONFIG, deploy, serve_config
+from pipelines.serve import APP_NAME, MODE_CONFIGS, deploy, serve_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-CONFIGS = {"split": DEFAULT_CONFIG, "single": DEFAULT_CONFIG.with_name("serve-single.yaml")}
 MODEL_DEPLOYMENT = {"split": "ALTModel", "single": "Ingress"}  # the deployment whose replicas run the model
 STAGES = ("read", "decode", "queue", "forward", "hop", "total")
 BATCHED, UNBATCHED = 8, 1
@@ -90,7 +89,7 @@ class Deployment:
     def __init__(self, work: Path, mode: str, checkpoint: Path, gpu: bool):
         self.path = work / f"serve-{mode}.yaml"
         self.mode, self.checkpoint = mode, checkpoint
-        self.raw = yaml.safe_load(CONFIGS[mode].read_text())
+        self.raw = yaml.safe_load(MODE_CONFIGS[mode].read_text())
         self.raw["applications"][0]["args"]["watch_s"] = 0
         if gpu:
             self.model_options["ray_actor_options"]["num_gpus"] = 1

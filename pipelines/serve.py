@@ -25,6 +25,7 @@ from pipelines.console import ensure_ray
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "serve.yaml"
+MODE_CONFIGS = {"split": DEFAULT_CONFIG, "single": DEFAULT_CONFIG.with_name("serve-single.yaml")}  # each mode's file
 APP_NAME = "alt"
 
 
@@ -74,7 +75,7 @@ def check_mode(path: Path, mode: str, deployments: list[str]) -> None:
         raise ConfigError(f"{path}: args.mode must be one of {', '.join(MODES)}, got {mode!r}")
     extra = sorted(set(deployments) - set(MODES[mode]))
     if extra:
-        other = "deploy/serve.yaml" if mode == "single" else "deploy/serve-single.yaml"
+        other = next(f"deploy/{path.name}" for m, path in MODE_CONFIGS.items() if m != mode)
         raise ConfigError(f"{path}: mode {mode} builds no {', '.join(extra)} deployment (it builds "
                           f"{', '.join(MODES[mode])}); remove that entry, or start from {other}")
 

@@ -32,7 +32,7 @@ from alt_core.registry import load_model
 from alt_core.synthetic.synth import render_clip, sample_clip_spec, write_mp4
 from deploy.app import ServeSettings
 from pipelines import tracking
-from pipelines.serve import DEFAULT_CONFIG, deploy, serve_config
+from pipelines.serve import DEFAULT_CONFIG, MODE_CONFIGS, deploy, serve_config
 from tests.browser import MISSING, browser_available, chromium, save_page, submit_clip
 from tests.helpers import LABELS, free_port, make_model
 
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP_MB = 2
-SINGLE_CONFIG = DEFAULT_CONFIG.with_name("serve-single.yaml")
+SINGLE_CONFIG = MODE_CONFIGS["single"]
 
 
 def clip_bytes(label: str = "circle moving left", seed: int = 3, frames: int = 16, size: int = 64) -> bytes:
