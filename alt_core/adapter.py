@@ -73,12 +73,16 @@ class AttentionPool(nn.Module):
         self.score = nn.Linear(dim, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, N, d), mask (B, N) bool
+        # x (B, N, d), mask (B, N) bool -> (B, d)
+        return self.terms(x, mask).sum(1)
+
+    def terms(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Each token's weighted share of the pool: (B, N, d), summing to the pool over N."""
         x = self.norm(x)
         score = self.score(x)  # (B, N, 1)
         if mask is not None:
             score = score.masked_fill(~mask[..., None], -torch.inf)
-        return (score.softmax(dim=1) * x).sum(1)  # (B, d)
+        return score.softmax(dim=1) * x
 
 
 class TemporalEncoder(nn.Module):
@@ -154,7 +158,11 @@ class ALTAdapter(nn.Module):
 
     def forward(self, query_emb: torch.Tensor, query_score: torch.Tensor, query_valid: torch.Tensor,
                 frame: torch.Tensor, regions: torch.Tensor, positions: torch.Tensor,
-                trajectory: torch.Tensor | None = None, query_regions: torch.Tensor | None = None) -> torch.Tensor:
+                trajectory: torch.Tensor | None = None,
+                query_regions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The video embedding z (B, D) and each query's additive share of it (B, Nq, D; 0 for masked slots):
+        z = mean frame + temporal pool + proj bias + the shares' sum, so a query's share scored against a
+        class is its exact contribution to that class's logit before normalisation (the explanations' order)."""
         # query_emb (B, Nq, D), query_score (B, Nq), query_valid (B, Nq) bool, frame (B, T, D),
         # regions (B, T, R, D), positions (B, T, R, 2); from the alignment (None for learned queries):
         # trajectory (B, Nq, T, 3), query_regions (B, Nq, T, R) bool
@@ -175,7 +183,8 @@ class ALTAdapter(nn.Module):
             bias = own[:, None] * gate[None, :, None, None]  # (B, H, Nq, T + T*R)
         for layer in self.layers:
             queries = layer(queries, context, query_valid, bias)
-        return frame.mean(1) + temporal_out + self.proj(self.pool(queries, query_valid))  # (B, D)
+        shares = self.pool.terms(queries, query_valid) @ self.proj.weight.T  # (B, Nq, D)
+        return frame.mean(1) + temporal_out + self.proj.bias + shares.sum(1), shares  # (B, D), (B, Nq, D)
 
 
 def cosine_logits(video: torch.Tensor, classes: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:

@@ -45,11 +45,14 @@ class Alignment:
 
 @dataclass
 class EntityExplanation:
-    """Why a prediction was made: an entity, how strongly it aligned, and where."""
+    """Why a prediction was made: an entity, how much its query adds to the predicted class's logit, how
+    strongly it aligned, and where."""
 
     unit: str
     description: str
-    score: float
+    entity: int  # its index in the corpus
+    contribution: float  # to the predicted class's logit (logit units; the explanation's order)
+    score: float  # alignment score
     frames: list[int]
 
 
@@ -130,11 +133,20 @@ def soft_gradient_shares(aligner: EntityAligner, loss_fn) -> torch.Tensor:
     return g_assign / (g_assign + g_score).clamp(min=1e-30)
 
 
-def explain(alignment: Alignment, units: list[str], descriptions: list[str], item: int = 0) -> list[EntityExplanation]:
-    """The explanation record of one video in a batch: the entities its regions took, strongest first."""
+def explain(alignment: Alignment, units: list[str], descriptions: list[str], contributions: torch.Tensor,
+            item: int = 0) -> list[EntityExplanation]:
+    """The explanation record of one video in a batch: the entities its regions took, the one whose query adds
+    most to the predicted class first. contributions (Nq,): each query slot's, for this video."""
     out = []
-    for q in alignment.query_valid[item].nonzero().flatten().tolist():
+    for q in explanation_slots(alignment, contributions, item):
         k = int(alignment.query_index[item, q])
         frames = alignment.frames_found[item, q].nonzero().flatten().tolist()
-        out.append(EntityExplanation(units[k], descriptions[k], float(alignment.query_score[item, q]), frames))
+        out.append(EntityExplanation(units[k], descriptions[k], k, float(contributions[q]),
+                                     float(alignment.query_score[item, q]), frames))
     return out
+
+
+def explanation_slots(alignment: Alignment, contributions: torch.Tensor, item: int = 0) -> list[int]:
+    """The valid query slots of one video, largest contribution first: the explanation's order."""
+    valid = alignment.query_valid[item].nonzero().flatten().tolist()
+    return sorted(valid, key=lambda q: -float(contributions[q]))

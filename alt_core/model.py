@@ -27,6 +27,7 @@ class ALTOutput:
     logits: torch.Tensor  # (B, C)
     video: torch.Tensor  # (B, D) video embedding z
     alignment: Alignment | None = None
+    query_shares: torch.Tensor | None = None  # (B, Nq, D) each query's additive share of z (ALT's adapter)
 
 
 class ALTModel(nn.Module):
@@ -88,21 +89,23 @@ class ALTModel(nn.Module):
                 drop_queries: torch.Tensor | None = None) -> ALTOutput:
         """Logits from uint8 pixels (B, T, 3, H, W) or from cached `FrameTokens` (same result). `drop_queries`
         (B, Nq) bool removes those aligned queries from the adapter (deletion tests of explanations)."""
-        video, alignment = self.embed(pixels, tokens, drop_queries)
-        return ALTOutput(self.logits(video), video, alignment)
+        video, alignment, shares = self.embed(pixels, tokens, drop_queries)
+        return ALTOutput(self.logits(video), video, alignment, shares)
 
     def logits(self, video: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         """s * cos(z, c_j) against the model's label set or another class matrix: (B, C)."""
         return cosine_logits(video, self.class_embeddings if classes is None else classes, self.logit_scale)
 
     def embed(self, pixels: torch.Tensor | None = None, tokens: FrameTokens | None = None,
-              drop_queries: torch.Tensor | None = None) -> tuple[torch.Tensor, Alignment | None]:
-        """The video embedding z (B, D) and, for ALT, the alignment: everything before a label set."""
+              drop_queries: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, Alignment | None, torch.Tensor | None]:
+        """The video embedding z (B, D) and, for ALT, the alignment and each query's share of z (B, Nq, D):
+        everything before a label set."""
         if (pixels is None) == (tokens is None):
             raise ValueError("pass exactly one of pixels or tokens")
         tokens = tokens if tokens is not None else self.encode_frames(pixels)
         frame = tokens.frame.float()
-        alignment = None
+        alignment = shares = None
         if self.config.adapter == "meanpool":
             video = frame.mean(1)
         elif self.config.adapter == "temporal":
@@ -111,7 +114,8 @@ class ALTModel(nn.Module):
             b, n = frame.shape[0], self.config.num_queries
             query_emb = self.learned_queries.expand(b, -1, -1)  # (B, Nq, D)
             ones = torch.ones(b, n, device=frame.device)
-            video = self.adapter(query_emb, ones, ones.bool(), frame, tokens.regions.float(), tokens.positions.float())
+            video, shares = self.adapter(query_emb, ones, ones.bool(), frame, tokens.regions.float(),
+                                         tokens.positions.float())
         else:
             regions = tokens.regions.float()
             alignment = self.aligner(regions, tokens.sizes.float(), tokens.positions.float(), self.entity_embeddings)
@@ -119,25 +123,44 @@ class ALTModel(nn.Module):
             if drop_queries is not None:
                 alignment.query_valid = alignment.query_valid & ~drop_queries
             query_emb = self.entity_embeddings[alignment.query_index]  # (B, Nq, D)
-            video = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions,
-                                 tokens.positions.float(), alignment.trajectory, alignment.query_regions)
-        return video, alignment
+            video, shares = self.adapter(query_emb, alignment.query_score, alignment.query_valid, frame, regions,
+                                         tokens.positions.float(), alignment.trajectory, alignment.query_regions)
+        return video, alignment, shares
 
     def forward_views(self, pixels: torch.Tensor) -> ALTOutput:
         """Test-time views (B, V, T, 3, H, W): logits averaged over views."""
         b, v = pixels.shape[:2]
         out = self(pixels.flatten(0, 1))
         logits = out.logits.view(b, v, -1).mean(1)
-        return ALTOutput(logits, out.video.view(b, v, -1).mean(1), out.alignment)
+        return ALTOutput(logits, out.video.view(b, v, -1).mean(1), out.alignment, out.query_shares)
 
     def loss(self, output: ALTOutput, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.logits, targets, label_smoothing=self.config.label_smoothing)
 
-    def explain(self, output: ALTOutput, item: int = 0) -> list[EntityExplanation]:
+    def query_contributions(self, output: ALTOutput, target: torch.Tensor) -> torch.Tensor:
+        """Each aligned query's contribution to the logit of a target class, per video: s * <share_q, c> / |z|.
+        The logit is exactly the sum of these and the rest of z's; masked slots give 0.
+
+        target (B, D) one class embedding per video -> (B, Nq)."""
+        if output.query_shares is None:
+            raise ValueError("this output has no query shares: only ALT's adapter makes them")
+        norm = output.video.float().norm(dim=-1, keepdim=True).clamp(min=1e-12)  # (B, 1)
+        shares = output.query_shares.float()
+        return self.logit_scale.exp() * torch.einsum("bqd,bd->bq", shares, target.float()) / norm
+
+    def explain(self, output: ALTOutput, item: int = 0, target: torch.Tensor | None = None
+                ) -> list[EntityExplanation]:
+        """The entities behind one video's prediction, the one that adds most to the `target` class's logit
+        (D,) first (default: the top class of `output.logits`)."""
         if output.alignment is None:
             return []
+        if target is None:
+            target = self.class_embeddings[output.logits[item].argmax()]
+        contributions = self.query_contributions(
+            ALTOutput(output.logits[item:item + 1], output.video[item:item + 1], None,
+                      output.query_shares[item:item + 1]), target[None])[0].detach()  # (Nq,)
         return explain(output.alignment, [e.unit for e in self.entities],
-                       [e.description for e in self.entities], item)
+                       [e.description for e in self.entities], contributions, item)
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds: everything but the frozen backbone, which its config names."""

@@ -75,9 +75,9 @@ def _font(size: int) -> ImageFont.ImageFont:
 def explanation_picture(frames: torch.Tensor, alignment: Alignment, item: int, entities: list[EntityExplanation],
                         labels: list[str], scores: list[float]) -> ExplanationPicture:
     """frames (T, 3, H, W) uint8: the frames the model saw for video `item` of the alignment's batch;
-    `entities`: its explanation (`alt_core.alignment.explain`), in query order."""
-    entity_index = alignment.query_index[item][alignment.query_valid[item]].tolist()  # the order `explain` uses
-    if len(entity_index) != len(entities):
+    `entities`: its explanation (`alt_core.alignment.explain`), in its order."""
+    entity_index = [e.entity for e in entities]
+    if sorted(entity_index) != sorted(alignment.query_index[item][alignment.query_valid[item]].tolist()):
         raise ValueError("`entities` is not the explanation of this alignment item")
     patch_entity = alignment.patch_entity(item)
     if patch_entity is None:
@@ -104,7 +104,7 @@ def explanation_picture(frames: torch.Tensor, alignment: Alignment, item: int, e
         draw.text((origin[0], origin[1] + h * scale + 2), f"frame {i}", fill=INK, font=small)
         origins.append(origin)
     top = MARGIN + h * scale + 2 * MARGIN
-    draw.text((MARGIN, top), "entities (alignment score, frames)", fill=INK, font=font)
+    draw.text((MARGIN, top), "entities (logit contribution, alignment score, frames)", fill=INK, font=font)
     column = MARGIN + 360 + MARGIN
     draw.text((column, top), "top labels", fill=INK, font=font)
     for row, entity in enumerate(entities):
@@ -112,7 +112,8 @@ def explanation_picture(frames: torch.Tensor, alignment: Alignment, item: int, e
         k = entity_index[row]
         swatch = {"outline": colours[k], "width": 3} if k in scene else {"fill": colours[k]}
         draw.rectangle((MARGIN, y + 2, MARGIN + 14, y + 16), **swatch)
-        text = f"{entity.unit}  {entity.score:+.3f}  {entity.frames}" + ("  (scene: outlined)" if k in scene else "")
+        text = f"{entity.unit}  {entity.contribution:+.2f}  {entity.score:+.3f}  {entity.frames}"
+        text += "  (scene: outlined)" if k in scene else ""
         draw.text((MARGIN + 20, y), text, fill=INK, font=small)
     for row, (label, score) in enumerate(zip(labels, scores, strict=True)):
         y = top + ROW * (row + 1)

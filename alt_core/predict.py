@@ -43,16 +43,18 @@ class Prediction:
         """The JSON form every caller returns: the HTTP API, `alt predict --json` and batch inference."""
         return {"predictions": [{"label": label, "score": score}
                                 for label, score in zip(self.labels, self.scores, strict=True)],
-                "entities": [{"unit": e.unit, "description": e.description, "score": round(e.score, SCORE_DIGITS),
-                              "frames": e.frames} for e in self.entities]}
+                "entities": [{"unit": e.unit, "description": e.description,
+                              "contribution": round(e.contribution, SCORE_DIGITS),
+                              "score": round(e.score, SCORE_DIGITS), "frames": e.frames} for e in self.entities]}
 
     def text(self) -> str:
         lines = [self.name]
         lines += [f"  {i + 1}. {label:<40} {score:.3f}" for i, (label, score) in
                   enumerate(zip(self.labels, self.scores, strict=True))]
         if self.entities:
-            lines.append("  aligned entities (score, frames):")
-            lines += [f"    - {e.unit:<24} {e.score:+.3f}  frames {e.frames}" for e in self.entities]
+            lines.append("  aligned entities (contribution to the top label's logit, alignment score, frames):")
+            lines += [f"    - {e.unit:<24} {e.contribution:+.2f}  {e.score:+.3f}  frames {e.frames}"
+                      for e in self.entities]
         return "\n".join(lines)
 
 
@@ -79,7 +81,8 @@ def predict_batch(model: ALTModel, videos: Sequence[VideoRequest],
         probs = model.logits(embeddings, classes).mean(0).softmax(-1)  # views averaged
         top = probs.topk(min(video.top_k, len(names)))
         labels, scores = [names[i] for i in top.indices.tolist()], [round(float(p), SCORE_DIGITS) for p in top.values]
-        entities = model.explain(out, first)  # the first view's
+        target = (classes if classes is not None else model.class_embeddings)[top.indices[0]]
+        entities = model.explain(out, first, target)  # the first view's, for the top label
         picture = None
         if video.picture and out.alignment is not None:
             picture = explanation_picture(video.views[0], out.alignment, first, entities, labels, scores)

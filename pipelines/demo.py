@@ -104,7 +104,7 @@ def request_prediction(url: str, video: Path, picture: Path) -> dict:
         body = json.loads(response.read())
     picture.write_bytes(base64.b64decode(body.pop("picture").split(",", 1)[1]))
     ranked = "; ".join(f"{p['label']} {p['score']:.3f}" for p in body["predictions"])
-    entities = ", ".join(f"{e['unit']} {e['score']:+.3f}" for e in body["entities"][:4])
+    entities = ", ".join(f"{e['unit']} {e['contribution']:+.2f}" for e in body["entities"][:4])
     logger.info(f"request: POST {url}/v1/predict {video.name} -> {ranked}")
     logger.info(f"request: entities {entities}; explanation picture {picture}; web page {url}/")
     return {"predictions": body["predictions"], "entities": body["entities"], "picture": str(picture)}

@@ -54,7 +54,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 # would starve decoding on a small machine (a silent hang); a replica's share differs from a decode task's so that
 # Ray Data keeps them apart (equal resources fuse the two stages) and decoding overlaps the model's work.
 DECODE_CPUS, CPU_REPLICA_CPUS = 0.5, 0.25
-ENTITY_TYPE = pa.struct([("unit", pa.string()), ("description", pa.string()), ("score", pa.float64()),
+ENTITY_TYPE = pa.struct([("unit", pa.string()), ("description", pa.string()), ("contribution", pa.float64()),
+                         ("score", pa.float64()),
                          ("frames", pa.list_(pa.int32()))])
 PREDICTION_SCHEMA = pa.schema([
     ("path", pa.string()), ("video_id", pa.string()), ("label", pa.string()),  # label: the manifest's, if any
@@ -175,7 +176,8 @@ class ShardPredictor:
 # what OUT records about how its predictions were made, with the words a refusal uses for each
 PARAM_NAMES = {"model": "model", "model_run_id": "model run", "labels_hash": "label set", "top_k": "top-k",
                "clips": "clips", "explain": "explanations", "frames": "frames", "size": "input size",
-               "inputs_hash": "input videos", "shard_size": "shard size"}
+               "inputs_hash": "input videos", "shard_size": "shard size", "schema": "prediction schema"}
+SCHEMA_VERSION = 2  # 2: entities carry their contribution to the top label's logit, in that order
 
 
 def _check_resume(out: Path, params: dict) -> None:
@@ -210,7 +212,7 @@ def infer(job: InferJob) -> dict:
     params = {"model": source.pinned, "model_run_id": source.run_id, "labels_hash": labels_hash(labels),
               "top_k": job.top_k, "clips": job.clips, "explain": job.explain, "frames": frames, "size": size,
               "inputs_hash": hashlib.sha256(json.dumps([asdict(v) for v in inputs]).encode()).hexdigest()[:16],
-              "shard_size": shard_size}
+              "shard_size": shard_size, "schema": SCHEMA_VERSION}
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, params)
     (out / SUMMARY_FILE).write_text(json.dumps({"status": "running", "params": params}, indent=1) + "\n")

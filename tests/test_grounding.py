@@ -76,14 +76,20 @@ def test_precision_and_recall_fall_for_a_wrong_explanation(objects_tokens):
     assert figures["all_top_precision"] < right["all_top_precision"]
 
 
-def test_faithfulness_is_zero_when_the_named_entities_do_not_drive_the_prediction(objects_tokens):
+def test_faithfulness_is_zero_when_queries_do_nothing_and_negative_for_a_backwards_explanation(objects_tokens,
+                                                                                             monkeypatch):
     tokens, model = objects_tokens
     idle = explanation_figures(model, tokens, split="val")  # untrained: the query branch adds nothing yet
     assert idle["faithfulness"] == 0 and idle["deletion_clips"] > 6
     try:
         torch.nn.init.normal_(model.adapter.proj.weight, std=0.5)  # now the queries move the logits
         active = explanation_figures(model, tokens, split="val")
-        assert active["faithfulness_se"] > 0 and active["faithfulness"] != 0
+        assert active["faithfulness"] > 2 * active["faithfulness_se"] > 0
+        # a wrong explanation: the entity whose query adds least named first
+        monkeypatch.setattr(model, "query_contributions",
+                            lambda out, target: -ALTModel.query_contributions(model, out, target))
+        backwards = explanation_figures(model, tokens, split="val")
+        assert backwards["faithfulness"] < 0
     finally:
         torch.nn.init.zeros_(model.adapter.proj.weight)
     json.dumps(active)  # the figures are plain numbers, lists and strings: they go into results/runs/*.json

@@ -47,6 +47,27 @@ def test_alignment_shapes_and_explanation(micro_backbone, micro_corpus):
     assert all(0 <= f < 4 for e in explanation for f in e.frames)
 
 
+def test_query_contributions_decompose_the_logit_and_order_the_explanation(micro_backbone, micro_corpus):
+    model = make_model(micro_backbone, micro_corpus).eval()
+    torch.manual_seed(1)
+    torch.nn.init.normal_(model.adapter.proj.weight)  # trained-looking queries: their shares differ
+    with torch.no_grad():
+        out = model(random_clip())
+        classes = model.class_embeddings  # (C, D)
+        rest = out.video - out.query_shares.sum(1)  # (B, D): z without its queries' shares
+        for c in range(len(LABELS)):
+            target = classes[c].expand(2, -1)
+            by_query = model.query_contributions(out, target).sum(1)  # (B,)
+            by_rest = model.logit_scale.exp() * (rest @ classes[c]) / out.video.norm(dim=-1)
+            torch.testing.assert_close(by_query + by_rest, out.logits[:, c])
+        for item in range(2):
+            explanation = model.explain(out, item)
+            contributions = [e.contribution for e in explanation]
+            assert contributions == sorted(contributions, reverse=True) and len(set(contributions)) > 1
+            top = model.query_contributions(out, classes[out.logits.argmax(-1)]).max(-1).values[item]
+            assert contributions[0] == pytest.approx(float(top))
+
+
 def test_argmax_assignment_in_eval_matches_similarity():
     torch.manual_seed(0)
     regions = torch.nn.functional.normalize(torch.randn(1, 2, 5, 8), dim=-1)
@@ -120,13 +141,15 @@ def test_masked_query_slots_do_not_change_the_video_embedding():
     frame, regions, positions = torch.randn(2, 3, 16), torch.randn(2, 3, 5, 16), torch.rand(2, 3, 5, 2)
     trajectory, own = torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 5) > 0.5
     with torch.no_grad():
-        ref = adapter(entity_emb, score, valid, frame, regions, positions, trajectory, own)
+        ref, ref_shares = adapter(entity_emb, score, valid, frame, regions, positions, trajectory, own)
         other, other_trajectory, other_own = entity_emb.clone(), trajectory.clone(), own.clone()
         other[~valid] = torch.randn(int((~valid).sum()), 16)
         other_trajectory[~valid] = torch.rand(int((~valid).sum()), 3, 3)
         other_own[~valid] = ~own[~valid]
-        out = adapter(other, score, valid, frame, regions, positions, other_trajectory, other_own)
+        out, shares = adapter(other, score, valid, frame, regions, positions, other_trajectory, other_own)
     torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(shares, ref_shares)
+    assert (shares[~valid] == 0).all() and (shares[valid] != 0).any(-1).all()
 
 
 def test_alignment_is_computed_in_fp32_under_bf16_autocast():

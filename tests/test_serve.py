@@ -187,7 +187,8 @@ def test_predict_returns_sorted_top_k_and_entities_with_frames(server):
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
     assert {p["label"] for p in body["predictions"]} <= set(LABELS)
     entities = body["entities"]
-    assert entities and all(e["frames"] and {"unit", "description", "score"} <= set(e) for e in entities)
+    assert entities and all(e["frames"] and {"unit", "description", "contribution", "score"} <= set(e)
+                            for e in entities)
     assert body["model"]["version"] == server["versions"][0] and body["model"]["alias"] == "champion"
     assert {"decode", "model", "total"} <= set(body["timing_ms"])
     raw = post(server, clip_bytes(seed=4), params={"explain": "false"})

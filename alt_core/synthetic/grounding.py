@@ -11,7 +11,8 @@ of each clip:
 - all-top-k: the share of clips whose top-k units are all checkable and in the clip;
 - object recall: the share of clips with the class's key object (SynthObjects' key object; SynthActions' actor)
   among the top-k units;
-- faithfulness: removing the top entity's query lowers the predicted class's logit more than removing a random
+- faithfulness: removing the top entity's query (the explanation's first: the one that adds most to the
+  predicted class's logit, `ALTModel.query_contributions`) lowers that logit more than removing a random
   other valid query (a deletion test; mean of the paired differences and its standard error).
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import torch
 
+from alt_core.alignment import explanation_slots
 from alt_core.clips import existing_shards, read_format, tokens_from_columns
 from alt_core.model import ALTModel
 from alt_core.synthetic.dataset import clip_spec_of
@@ -79,12 +81,15 @@ def explanation_figures(model: ALTModel, clips_dir: str | Path, split: str = "te
         tokens = tokens_from_columns(table.slice(start, batch_size).to_pydict(), fmt)
         out = model(tokens=tokens)
         predicted = out.logits.argmax(-1)  # (B,)
-        drops = {}
-        valid = out.alignment.query_valid  # (B, Nq): slot 0 holds the top entity
+        contributions = model.query_contributions(out, model.class_embeddings[predicted])  # (B, Nq)
+        valid = out.alignment.query_valid  # (B, Nq)
+        top_slot = torch.tensor([(explanation_slots(out.alignment, contributions[i], i) or [0])[0]
+                                 for i in range(len(predicted))])  # (B,): the explanation's first entity
         others = valid.clone()
-        others[:, 0] = False
+        others[torch.arange(len(top_slot)), top_slot] = False
         random_slot = torch.multinomial(others.float() + 1e-12, 1, generator=rng)[:, 0]  # (B,)
-        for name, slot in (("top", torch.zeros_like(random_slot)), ("random", random_slot)):
+        drops = {}
+        for name, slot in (("top", top_slot), ("random", random_slot)):
             dropped = torch.zeros_like(valid)
             dropped[torch.arange(len(slot)), slot] = True
             logits = model(tokens=tokens, drop_queries=dropped).logits
