@@ -580,16 +580,20 @@ def goals_table(rows: list[dict], dataset: Dataset) -> list[str]:
 def explanation_section(rows: list[dict], meta: dict) -> list[str]:
     """ALT's explanation figures on both datasets (alt_core/synthetic/grounding.py), seen test split, top 3."""
     lines = ["", "## Explanations (ALT, seen test split, top-3 entities of the first view)", "",
-             "Entity precision counts only units that can be checked against the clip (backgrounds; one shape, "
+             "An explanation lists the entities the adapter read as queries, the one whose query adds most to the "
+             "predicted class's logit first (docs/method.md, 'Explanations'). Entity precision counts only units "
+             "that can be checked against the clip (backgrounds; one shape, "
              "optionally one colour); all-top-3: all three checkable and in the clip; object recall: the key object "
              "(SynthObjects) or the actor's shape (SynthActions) among them; faithfulness: the predicted class's "
-             "logit drop when the top entity's query is removed minus the drop when a random other valid query is "
+             "logit drop when the first entity's query is removed minus the drop when a random other valid query is "
              "(mean over clips, per run; in logit units).", "",
              "| dataset | entity precision | all-top-3 | object recall | faithfulness | runs | units left out |",
              "|---|---|---|---|---|---|---|"]
     for name in meta["datasets"]:
-        runs = [r for r in select(rows, name, "alt") if "object_recall" in r]
+        runs = [r for r in select(rows, name, "alt") if "object_recall" in r and not explanations_stale(r)]
         if not runs:
+            lines.append(f"| {DATASETS[name].title} | no run scored with the current explanation method "
+                         f"(version {EXPLANATION_VERSION}) yet: rerun bench/results.py | | | | 0 | |")
             continue
         n = meta["datasets"][name]["test_videos"]
         faith = cell([r["faithfulness"] for r in runs]) + f" (se of one run {runs[0]['faithfulness_se']:.3f})"
