@@ -28,10 +28,11 @@ ENTITY_TEMPLATES: tuple[str, ...] = ("{}", "a photo of {}.", "a video of {}.")
 DEFAULT_TOP_K = 5  # labels a prediction returns unless asked otherwise: `alt predict`, the HTTP API, batch inference
 
 
-def setting(default: Any, help: str, cli: bool = True, flag: str | None = None) -> Any:
-    """A settings field: its default, its help text, whether the CLI offers it as an option, and the option's
-    name when it differs from the field's."""
-    return field(default=default, metadata={"help": help, "cli": cli, "flag": flag})
+def setting(default: Any, help: str, cli: bool = True, flag: str | None = None, protocol: bool = False) -> Any:
+    """A settings field: its default, its help text, whether the CLI offers it as an option, the option's
+    name when it differs from the field's, and whether its default depends on the protocol (the class's
+    `for_protocol` chooses it; the CLI leaves such an option unset until then)."""
+    return field(default=default, metadata={"help": help, "cli": cli, "flag": flag, "protocol": protocol})
 
 
 @dataclass(frozen=True)
@@ -157,20 +158,40 @@ class ALTConfig(Settings):
         _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
+# A few-shot run's schedule unless told otherwise, as `TrainConfig.for_protocol` (the CLI) applies it; the
+# supervised one is TrainConfig's defaults. Both are ALT's values from the per-method search behind RESULTS.md
+# (tune_spaces/protocol.yaml and fewshot.yaml, run by bench/results.py).
+FEW_SHOT_SCHEDULE = {"epochs": 5, "lr": 3e-3, "steps": 900}
+
+
 @dataclass
 class TrainConfig(Settings):
-    """How the adapter is optimised; the defaults are the settings behind RESULTS.md."""
+    """How the adapter is optimised; the defaults are the settings behind RESULTS.md (few-shot runs:
+    FEW_SHOT_SCHEDULE, through `for_protocol`)."""
 
-    epochs: int = setting(12, "epochs (the cosine learning-rate schedule spans them)")
-    lr: float = setting(1e-3, "peak learning rate (AdamW, cosine decay per epoch)")
+    epochs: int = setting(12, "epochs (the cosine learning-rate schedule spans them); default 12, "
+                          f"few-shot {FEW_SHOT_SCHEDULE['epochs']}",
+                          protocol=True)
+    lr: float = setting(3e-4, "peak learning rate (AdamW, cosine decay per epoch); default 0.0003, "
+                        f"few-shot {FEW_SHOT_SCHEDULE['lr']:g}",
+                        protocol=True)
     weight_decay: float = setting(0.05, "AdamW weight decay on weight matrices")
     batch_size: int = setting(32, "clips per optimizer step and worker")
     shots: int | None = setting(None, "few-shot: train on K videos per class (a fixed subset, whatever the seed)")
     shots_file: str | None = setting(None, "few-shot: train on the videos listed in this manifest (path,label), "
                                            "e.g. SynthActions' fewshot_K.csv")
     steps: int | None = setting(None, "optimizer steps in all, spread evenly over the epochs (few-shot: one step "
-                                      "budget whatever K); default: one pass over the train split per epoch")
+                                      "budget whatever K); default: one pass over the train split per epoch, "
+                                      f"few-shot {FEW_SHOT_SCHEDULE['steps']}", protocol=True)
     seed: int = setting(0, "seed of initialisation, sampling and shuffling")
+
+    @classmethod
+    def for_protocol(cls, **given: Any) -> TrainConfig:
+        """A config from options where a schedule field left None takes its protocol's value: FEW_SHOT_SCHEDULE
+        for a few-shot run (`shots` or `shots_file`), the defaults otherwise."""
+        few_shot = given.get("shots") is not None or given.get("shots_file") is not None
+        chosen = {k: v for k, v in given.items() if not (v is None and k in FEW_SHOT_SCHEDULE)}
+        return cls(**(FEW_SHOT_SCHEDULE | chosen if few_shot else chosen))
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

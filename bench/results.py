@@ -59,7 +59,7 @@ set_defaults()  # before Ray, MLflow and huggingface_hub are imported
 from alt_core.alignment import soft_gradient_shares
 from alt_core.checkpoint import load_checkpoint
 from alt_core.clips import clip_batches, existing_shards, read_format
-from alt_core.config import ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
+from alt_core.config import FEW_SHOT_SCHEDULE, ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
 from alt_core.manifest import read_labels
 from alt_core.synthetic import objects, synth
 from alt_core.synthetic.dataset import generate_dataset
@@ -89,7 +89,8 @@ DESIGN_SHOTS = 4
 # the settings the design variants are compared at (the CLI's defaults before the per-method search)
 DESIGN_HYPER = {"lr": 1e-3, "weight_decay": 0.05, "epochs": 12}
 SHOTS = (2, 4, 8)
-FEW_SHOT_STEPS, FEW_SHOT_EPOCHS = 300, 5  # one step budget whatever K; validation (best epoch) once per epoch
+FEW_SHOT_STEPS = 300  # the design variants' few-shot budget, whatever K (the search chooses the others')
+FEW_SHOT_EPOCHS = FEW_SHOT_SCHEDULE["epochs"]  # validation (best epoch) once per epoch
 SEARCH_SPACES = {"supervised": ROOT / "tune_spaces" / "protocol.yaml",
                  "few-shot": ROOT / "tune_spaces" / "fewshot.yaml"}
 TUNE_SHOTS = 4

@@ -59,6 +59,8 @@ def settings_options(**settings: tuple[type, tuple[str, ...]]):
                     annotation = str
                 names = [f.metadata["flag"]] if f.metadata.get("flag") else []
                 default = ... if f.default is MISSING else f.default  # a field without a default: required
+                if f.metadata.get("protocol"):
+                    default = None  # unset until the class's `for_protocol` chooses
                 option = typer.Option(default, *names, help=f.metadata.get("help"))
                 added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                                annotation=annotation))
@@ -69,7 +71,8 @@ def settings_options(**settings: tuple[type, tuple[str, ...]]):
             values: dict[str, dict] = {argument: {} for argument in settings}
             for name, argument in owners.items():
                 values[argument][name] = kwargs.pop(name)
-            built = {argument: settings[argument][0](**values[argument]) for argument in settings}
+            built = {argument: getattr(cls, "for_protocol", cls)(**values[argument])
+                     for argument, (cls, _) in settings.items()}
             return command(**kwargs, **built)
 
         wrapper.__signature__ = signature.replace(parameters=own + added)

@@ -1,5 +1,6 @@
 """The `alt` command line, run as a user would (subprocess), on a generated clip."""
 
+import json
 import subprocess
 import sys
 
@@ -97,10 +98,29 @@ def test_settings_errors_are_one_line_from_the_dataclass(args, message):
 
 
 def test_settings_defaults_come_from_the_dataclasses():
-    from alt_core.config import ALTConfig, TrainConfig
+    from alt_core.config import FEW_SHOT_SCHEDULE, ALTConfig, TrainConfig
 
-    help_text = " ".join(run_alt("train", "--help").stdout.split())
+    help_text = " ".join(run_alt("train", "--help").stdout.replace("│", " ").split())  # rich draws a box
     for name, value in (("--num-queries", ALTConfig.num_queries), ("--depth", ALTConfig.depth),
-                        ("--width", ALTConfig.width), ("--epochs", TrainConfig.epochs), ("--lr", TrainConfig.lr)):
+                        ("--width", ALTConfig.width)):
         assert f"{name}" in help_text and f"[default: {value}]" in help_text, name
+    for name in ("epochs", "lr"):  # defaults that depend on the protocol: the help states both
+        assert f"default {getattr(TrainConfig, name):g}, few-shot {FEW_SHOT_SCHEDULE[name]:g}" in help_text, name
+    assert f"few-shot {FEW_SHOT_SCHEDULE['steps']}" in help_text
     assert "--tome-r" not in help_text  # training reads ToMe r and the frame count from the decoded clips
+
+
+def test_the_schedule_defaults_are_alts_searched_values_for_each_protocol():
+    from alt_core.config import FEW_SHOT_SCHEDULE, TrainConfig
+    from bench.results import FEW_SHOT_EPOCHS, RESULTS
+
+    unset = dict.fromkeys(FEW_SHOT_SCHEDULE)  # what the CLI passes for options left out
+    supervised, few_shot = TrainConfig.for_protocol(**unset), TrainConfig.for_protocol(**unset, shots_file="k.csv")
+    assert supervised == TrainConfig()
+    assert TrainConfig.for_protocol(**unset, shots=4).steps == FEW_SHOT_SCHEDULE["steps"]
+    assert {k: getattr(few_shot, k) for k in FEW_SHOT_SCHEDULE} == FEW_SHOT_SCHEDULE
+    assert TrainConfig.for_protocol(**unset | {"lr": 0.01}, shots=2).lr == 0.01  # given explicitly: it wins
+    for protocol, config in (("supervised", supervised), ("few-shot", few_shot)):  # bench/results.py's search
+        chosen = json.loads((RESULTS / "tuning" / f"alt-{protocol}.json").read_text())["chosen"]
+        chosen |= {"epochs": FEW_SHOT_EPOCHS} if protocol == "few-shot" else {}
+        assert {k: getattr(config, k) for k in chosen} == chosen, protocol
