@@ -128,11 +128,11 @@ class ALTModel(nn.Module):
         return video, alignment, shares
 
     def forward_views(self, pixels: torch.Tensor) -> ALTOutput:
-        """Test-time views (B, V, T, 3, H, W): logits averaged over views."""
+        """Test-time views (B, V, T, 3, H, W): logits averaged over views. No alignment: an explanation is of one
+        view (`predict_batch` explains each video's first)."""
         b, v = pixels.shape[:2]
         out = self(pixels.flatten(0, 1))
-        logits = out.logits.view(b, v, -1).mean(1)
-        return ALTOutput(logits, out.video.view(b, v, -1).mean(1), out.alignment, out.query_shares)
+        return ALTOutput(out.logits.view(b, v, -1).mean(1), out.video.view(b, v, -1).mean(1))
 
     def loss(self, output: ALTOutput, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.logits, targets, label_smoothing=self.config.label_smoothing)
