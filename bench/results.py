@@ -674,6 +674,8 @@ def gumbel_section(gumbel: dict | None) -> list[str]:
 
 def videos_sweep(rows: list[dict], meta: dict) -> list[str]:
     """ALT's validation top-1 against the training videos per class (data seed 0, training seed 0)."""
+    if "actions" not in meta["datasets"]:  # a run of other datasets only (`--datasets objects`)
+        return []
     train_per_class = meta["datasets"]["actions"]["train_per_class"]
     sweep = sorted((r for r in rows if r.get("dataset", "actions") == "actions" and r["method"] == "alt"
                     and r["data_seed"] == 0 and r["seed"] == 0 and r["shots"] is None and r.get("variant") is None),
