@@ -59,7 +59,7 @@ set_defaults()  # before Ray, MLflow and huggingface_hub are imported
 from alt_core.alignment import soft_gradient_shares
 from alt_core.checkpoint import load_checkpoint
 from alt_core.clips import clip_batches, existing_shards, read_format
-from alt_core.config import FEW_SHOT_SCHEDULE, ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
+from alt_core.config import FEW_SHOT_SCHEDULE, SYNTH_VIDEOS_PER_CLASS, ALTConfig, BackboneSpec, DecodeSpec, TrainConfig
 from alt_core.manifest import read_labels
 from alt_core.synthetic import objects, synth
 from alt_core.synthetic.dataset import generate_dataset
@@ -922,7 +922,7 @@ def main() -> None:
                         default=list(DATASETS), help="comma list of " + ", ".join(DATASETS))
     parser.add_argument("--data-seeds", type=int, default=2)
     parser.add_argument("--train-seeds", type=int, default=3)
-    parser.add_argument("--videos-per-class", type=int, default=40)
+    parser.add_argument("--videos-per-class", type=int, default=SYNTH_VIDEOS_PER_CLASS)
     parser.add_argument("--few-shot-steps", type=int, default=FEW_SHOT_STEPS,
                         help="optimizer steps of the design variants' few-shot runs (the search chooses the others')")
     parser.add_argument("--few-shot-data-seeds", type=int, default=2, help="run few-shot on the first N data seeds")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from alt_core.config import DEFAULT_TOP_K, ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
+from alt_core.config import DEFAULT_TOP_K, SYNTH_VIDEOS_PER_CLASS, ALTConfig, DecodeSpec, PretrainConfig, TrainConfig
 from pipelines.jobs import InferJob, SearchOptions, TrainJob
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -181,7 +181,8 @@ def data_synth(
                                                 "an actor's interaction with a small object in a scene)"),
     seed: int = typer.Option(0),
     classes: list[str] = typer.Option(None, help="restrict to these class names (repeat the flag)"),
-    videos_per_class: int = typer.Option(8, min=1),
+    videos_per_class: int = typer.Option(SYNTH_VIDEOS_PER_CLASS, min=1, help="RESULTS.md's: 24 train, 8 val, 8 "
+                                                                             "test videos per seen class"),
     frames: int = typer.Option(16, min=2),
     size: int = typer.Option(64, min=16),
     workers: int = typer.Option(2, min=1),

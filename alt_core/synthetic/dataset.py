@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from alt_core.config import SYNTH_VIDEOS_PER_CLASS
 from alt_core.errors import ConfigError
 from alt_core.synthetic import objects, synth
 
@@ -89,7 +90,7 @@ def generate_dataset(
     variant_name: str = "actions",
     seed: int = 0,
     classes: list[str] | None = None,
-    videos_per_class: int = 8,
+    videos_per_class: int = SYNTH_VIDEOS_PER_CLASS,
     frames: int = 16,
     size: int = 64,
     workers: int = 2,
