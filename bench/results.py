@@ -51,6 +51,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import torch
 
+from bench.fresh_seed import stds
 from bench.machine import report, torch_machine
 from pipelines.environment import set_defaults
 
@@ -484,6 +485,7 @@ def render(rows: list[dict], meta: dict) -> str:
     lines += throughput_section(meta["throughput"])
     lines += videos_sweep(rows, meta)
     lines += error_breakdown(meta)
+    lines += fresh_seed_section()
     lines += side_benchmarks()
     return "\n".join(lines) + "\n"
 
@@ -699,6 +701,28 @@ def videos_sweep(rows: list[dict], meta: dict) -> list[str]:
         lines += ["", f"{best['train_per_class']} per class is best on validation, by "
                       f"{best['val_top1'] - sweep[-1]['val_top1']:.3f}; the tables above use the whole split."]
     return lines + [""]
+
+
+def fresh_seed_section() -> list[str]:
+    """The verbs' defaults on a data seed these runs never used (results/fresh_seed.json, bench/fresh_seed.py)."""
+    path = RESULTS / "fresh_seed.json"
+    if not path.is_file():
+        return []
+    fresh = json.loads(path.read_text())
+    names = {"supervised": "supervised top-1", "zero_shot": "zero-shot top-1, novel-only",
+             "few_shot": f"{fresh['shots']}-shot top-1"}
+    lines = [f"## The CLI's defaults on a fresh data seed (`{fresh['command']}`)", "",
+             f"{DATASETS[fresh['dataset']].title} data seed {fresh['data_seed']}, which no run above used: `alt data "
+             "synth`, `alt corpus build` (the label phrases and `entities.jsonl`), `alt decode --cache-tokens`, "
+             f"`alt train`, `alt train --shots-file fewshot_{fresh['shots']}.csv` and `alt eval`, each with no option "
+             f"beyond its paths; machine: {fresh['machine']}. Beside them, ALT's runs of this page.", "",
+             "| protocol | fresh data seed | this page: mean ± std | runs | stds from the mean |",
+             "|---|---|---|---|---|"]
+    for key, f in fresh["figures"].items():
+        lines.append(f"| {names[key]} | {f['fresh']:.3f} | {f['mean']:.3f} ± {f['std']:.3f} | {f['runs']} | "
+                     f"{stds(f['stds_off'])} |")
+    within = all(f["within_2_std"] for f in fresh["figures"].values())
+    return lines + ["", f"Every figure within 2 std of this page's: **{'yes' if within else 'no'}**.", ""]
 
 
 def error_breakdown(meta: dict) -> list[str]:
