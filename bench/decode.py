@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.machine import cpu_model, report
+from bench.machine import cpu_model, report, run_main
 from pipelines.environment import set_defaults
 
 set_defaults()  # before Ray, MLflow and huggingface_hub are imported
@@ -164,4 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from bench.machine import cpu_model, report, torch_machine
+from bench.machine import cpu_model, report, run_main, torch_machine
 from pipelines.environment import set_defaults
 
 set_defaults()  # before Ray, MLflow and huggingface_hub are imported
@@ -135,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

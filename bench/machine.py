@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+from collections.abc import Callable
 
 
 def cpu_model() -> str:
@@ -31,3 +33,15 @@ def report(*parts: object) -> None:
     from pipelines.console import out
 
     print(*parts, file=out(), flush=True)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """A benchmark's entry point: a crash is shown on the terminal, not only in the log file that the libraries'
+    output went to once Ray started."""
+    from pipelines.console import report_crash
+
+    try:
+        main()
+    except Exception:
+        report_crash()
+        sys.exit(1)

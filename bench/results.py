@@ -52,7 +52,7 @@ import pyarrow.dataset as pads
 import torch
 
 from bench.fresh_seed import stds
-from bench.machine import report, torch_machine
+from bench.machine import report, run_main, torch_machine
 from pipelines.environment import set_defaults
 
 set_defaults()  # before Ray, MLflow and huggingface_hub are imported
@@ -1076,4 +1076,4 @@ def collect_meta(actions: list[dict], args, records: list[dict], chosen: dict, g
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

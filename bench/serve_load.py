@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import yaml
 
-from bench.machine import report, torch_machine
+from bench.machine import report, run_main, torch_machine
 from pipelines.environment import set_defaults
 
 set_defaults()  # before Ray, MLflow and huggingface_hub are imported
@@ -353,4 +353,4 @@ def print_summary(summary: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.machine import cpu_model, report
+from bench.machine import cpu_model, report, run_main
 from pipelines.environment import set_defaults
 
 set_defaults()  # before MLflow is imported
@@ -142,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from bench.machine import report, torch_machine
+from bench.machine import report, run_main, torch_machine
 from pipelines.environment import set_defaults
 
 set_defaults()  # before Ray, MLflow and huggingface_hub are imported
@@ -80,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -12,7 +12,6 @@ import functools
 import inspect
 import json
 import sys
-import traceback
 import typing
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
@@ -332,7 +331,7 @@ def main() -> None:
 
     set_defaults()  # first: before any command imports Ray, MLflow or huggingface_hub
     from alt_core.errors import ALTError
-    from pipelines.console import console, log_file
+    from pipelines.console import console, report_crash
 
     try:
         code = app(standalone_mode=False)  # outside standalone mode, Click returns exit codes (Ctrl-C: 130)
@@ -347,9 +346,7 @@ def main() -> None:
         print(f"error: {err}", file=console())
         sys.exit(2)
     except Exception:
-        traceback.print_exc(file=console())
-        if log_file():
-            print(f"(library logs: {log_file()})", file=console())
+        report_crash()
         sys.exit(1)
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import TextIO
 
@@ -33,6 +34,16 @@ def out() -> TextIO:
 
 def log_file() -> Path | None:
     return _state["log_file"]
+
+
+def report_crash() -> None:
+    """A bug's traceback on the console, where it is seen (stderr may be the log file by now) and in the log,
+    and where that log is."""
+    traceback.print_exc(file=console())
+    if _state["captured"]:
+        traceback.print_exc()  # into the log file too, beside what led to it
+    if log_file():
+        print(f"(library logs: {log_file()})", file=console())
 
 
 def setup_logging(verbose: bool = False) -> Path:
