@@ -512,7 +512,7 @@ def dataset_section(rows: list[dict], meta: dict, dataset: Dataset) -> list[str]
         lines.append(f"| {name} | {cell(col['test_top1'], n_test)} | {cell(col['zero_shot_top1'], n_novel)} | "
                      f"{cell(col['gzsl_seen'], n_test)} | {cell(col['gzsl_novel'], n_novel)} | {cell(col['gzsl_hm'])} "
                      f"| {len(runs)} |")
-    few_data = sorted({r["data_seed"] for r in rows if r["dataset"] == dataset.variant and r["shots"]})
+    few_data = sorted({r["data_seed"] for m in METHODS for k in SHOTS for r in select(rows, dataset.variant, m, k)})
     lines += ["", f"Few-shot (seen test split; the lists `fewshot_K.csv` of data seeds {few_data}, one list per K "
               "and data seed, so the spread below is over training seeds on those lists):", "",
               "| method | " + " | ".join(f"{k}-shot top-1" for k in SHOTS) + " | runs keeping their last epoch |",

@@ -3,6 +3,14 @@
 import json
 
 
+def test_the_committed_results_render_every_dataset_they_name():
+    from bench.results import DATASETS, RESULTS, render, rows_of_results
+
+    meta = json.loads((RESULTS / "meta.json").read_text())
+    page = render([r for r in rows_of_results() if r["weights"] == meta["weights"]], meta)
+    assert all(f"## {DATASETS[name].title}" in page for name in meta["datasets"])
+
+
 def test_a_run_of_synthobjects_alone_renders_its_section_and_no_synthactions_one():
     from bench.results import RESULTS, render, rows_of_results
 
