@@ -1021,8 +1021,10 @@ def main() -> None:
                 row = run_one(preps[0], "alt-unfrozen", seed, None,
                               hyper["alt", "supervised"] | {"epochs": args.unfrozen_epochs}, data="pixels", unfreeze=1)
                 gumbel = gumbel or gumbel_gradient(preps[0], row)
-            if gumbel is None and "alt" in args.methods:  # no pixels run: the frozen-tower supervised checkpoint
-                gumbel = gumbel_gradient(preps[0], select(rows_of_results(), "actions", "alt")[0])
+            if gumbel is None and "alt" in args.methods:  # no pixels run: a frozen-tower supervised checkpoint of
+                kept = [r for r in select(rows_of_results(), "actions", "alt")  # data seed 0 still on disk, if any
+                        if r["data_seed"] == 0 and Path(r["checkpoint"]).exists()]
+                gumbel = gumbel_gradient(preps[0], kept[0]) if kept else None
         meta = collect_meta(actions, args, records, hyper, gumbel, throughput(actions[0]), prepare_seconds)
         meta_file.write_text(json.dumps(meta, indent=1) + "\n")
     meta = json.loads(meta_file.read_text())
