@@ -66,15 +66,15 @@ def run_verbs(out: Path, dataset: str, seed: int, shots: int) -> dict:
 
 
 def protocol_figures(dataset: str, shots: int) -> dict[str, list[float]]:
-    """ALT's figures in results/runs/ of the weights RESULTS.md names, per protocol."""
+    """ALT's figures in results/runs/ of the weights RESULTS.md names, per protocol (the rows its tables show)."""
+    from bench.results import rows_of_results, select
+
     weights = json.loads((RESULTS / "meta.json").read_text())["weights"]
-    rows = [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
-    rows = [r for r in rows if r.get("dataset", "actions") == dataset and r["method"] == "alt"
-            and r.get("variant") is None and r.get("train_per_class") is None and r["weights"] == weights]
-    supervised = [r for r in rows if r["shots"] is None]
+    rows = [r for r in rows_of_results() if r["weights"] == weights]
+    supervised = select(rows, dataset, "alt")
     return {"supervised": [r["test_top1"] for r in supervised],
             "zero_shot": [r["zero_shot_top1"] for r in supervised],
-            "few_shot": [r["test_top1"] for r in rows if r["shots"] == shots]}
+            "few_shot": [r["test_top1"] for r in select(rows, dataset, "alt", shots)]}
 
 
 def compare(fresh: dict, table: dict[str, list[float]]) -> dict:
