@@ -67,10 +67,9 @@ def run_verbs(out: Path, dataset: str, seed: int, shots: int) -> dict:
 
 def protocol_figures(dataset: str, shots: int) -> dict[str, list[float]]:
     """ALT's figures in results/runs/ of the weights RESULTS.md names, per protocol (the rows its tables show)."""
-    from bench.results import rows_of_results, select
+    from bench.results import rows_of_weights, select
 
-    weights = json.loads((RESULTS / "meta.json").read_text())["weights"]
-    rows = [r for r in rows_of_results() if r["weights"] == weights]
+    rows = rows_of_weights(json.loads((RESULTS / "meta.json").read_text())["weights"])
     supervised = select(rows, dataset, "alt")
     return {"supervised": [r["test_top1"] for r in supervised],
             "zero_shot": [r["zero_shot_top1"] for r in supervised],

@@ -293,6 +293,11 @@ def rows_of_results() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((RESULTS / "runs").glob("*.json"))]
 
 
+def rows_of_weights(weights: str) -> list[dict]:
+    """The committed rows trained on these backbone weights: the ones a page of them renders."""
+    return [r for r in rows_of_results() if r["weights"] == weights]
+
+
 def chosen_hyper(record: dict, protocol: str) -> dict:
     """The training settings a search chose, completed with its protocol's fixed epochs."""
     return record["chosen"] | ({"epochs": FEW_SHOT_EPOCHS} if protocol == "few-shot" else {})
@@ -1028,8 +1033,7 @@ def main() -> None:
         meta = collect_meta(actions, args, records, hyper, gumbel, throughput(actions[0]), prepare_seconds)
         meta_file.write_text(json.dumps(meta, indent=1) + "\n")
     meta = json.loads(meta_file.read_text())
-    rows = [r for r in rows_of_results() if r["weights"] == meta["weights"]]
-    table = render(rows, meta)
+    table = render(rows_of_weights(meta["weights"]), meta)
     (ROOT / "RESULTS.md").write_text(table)
     report(table)
 

@@ -4,20 +4,19 @@ import json
 
 
 def test_the_committed_results_render_every_dataset_they_name():
-    from bench.results import DATASETS, RESULTS, render, rows_of_results
+    from bench.results import DATASETS, RESULTS, render, rows_of_weights
 
     meta = json.loads((RESULTS / "meta.json").read_text())
-    page = render([r for r in rows_of_results() if r["weights"] == meta["weights"]], meta)
+    page = render(rows_of_weights(meta["weights"]), meta)
     assert all(f"## {DATASETS[name].title}" in page for name in meta["datasets"])
 
 
 def test_a_run_of_synthobjects_alone_renders_its_section_and_no_synthactions_one():
-    from bench.results import RESULTS, render, rows_of_results
+    from bench.results import RESULTS, render, rows_of_weights
 
     meta = json.loads((RESULTS / "meta.json").read_text())
     meta["datasets"] = {"objects": meta["datasets"]["objects"]}  # as `--datasets objects` records it
-    rows = [r for r in rows_of_results()
-            if r["weights"] == meta["weights"] and r.get("dataset", "actions") == "objects"]
+    rows = [r for r in rows_of_weights(meta["weights"]) if r.get("dataset", "actions") == "objects"]
     page = render(rows, meta)
     assert "## SynthObjects" in page and "| ALT |" in page
     assert "## SynthActions" not in page
