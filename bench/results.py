@@ -392,9 +392,14 @@ def cell(values: list[float], n: int | None = None) -> str:
     return text + (f" (se {math.sqrt(mean * (1 - mean) / n):.3f})" if n else "")
 
 
+def dataset_of(row: dict) -> str:
+    """A row's dataset; rows written before SynthObjects existed carry none and are SynthActions runs."""
+    return row.get("dataset", "actions")
+
+
 def select(rows: list[dict], dataset: str, method: str, shots: int | None = None) -> list[dict]:
     """The runs of one dataset, method and shot count on the whole train split (design and sweep runs left out)."""
-    return sorted((r for r in rows if r.get("dataset", "actions") == dataset and r["method"] == method
+    return sorted((r for r in rows if dataset_of(r) == dataset and r["method"] == method
                    and r["shots"] == shots and r.get("train_per_class") is None and r.get("variant") is None),
                   key=lambda r: (r["data_seed"], r["seed"] or 0))
 
@@ -619,7 +624,7 @@ def design_section(rows: list[dict]) -> list[str]:
     scores: dict[tuple[str, str], dict] = {}
     for r in rows:
         if r.get("variant"):
-            scores.setdefault((r.get("dataset", "actions"), r["variant"]), {})["few" if r["shots"] else "sup"] = \
+            scores.setdefault((dataset_of(r), r["variant"]), {})["few" if r["shots"] else "sup"] = \
                 r["val_top1"]
     if not scores:
         return []
@@ -685,7 +690,7 @@ def videos_sweep(rows: list[dict], meta: dict) -> list[str]:
     if "actions" not in meta["datasets"]:  # a run of other datasets only (`--datasets objects`)
         return []
     train_per_class = meta["datasets"]["actions"]["train_per_class"]
-    sweep = sorted((r for r in rows if r.get("dataset", "actions") == "actions" and r["method"] == "alt"
+    sweep = sorted((r for r in rows if dataset_of(r) == "actions" and r["method"] == "alt"
                     and r["data_seed"] == 0 and r["seed"] == 0 and r["shots"] is None and r.get("variant") is None),
                    key=lambda r: r.get("train_per_class") or train_per_class)
     if len(sweep) < 2:

@@ -12,11 +12,11 @@ def test_the_committed_results_render_every_dataset_they_name():
 
 
 def test_a_run_of_synthobjects_alone_renders_its_section_and_no_synthactions_one():
-    from bench.results import RESULTS, render, rows_of_weights
+    from bench.results import RESULTS, dataset_of, render, rows_of_weights
 
     meta = json.loads((RESULTS / "meta.json").read_text())
     meta["datasets"] = {"objects": meta["datasets"]["objects"]}  # as `--datasets objects` records it
-    rows = [r for r in rows_of_weights(meta["weights"]) if r.get("dataset", "actions") == "objects"]
+    rows = [r for r in rows_of_weights(meta["weights"]) if dataset_of(r) == "objects"]
     page = render(rows, meta)
     assert "## SynthObjects" in page and "| ALT |" in page
     assert "## SynthActions" not in page
